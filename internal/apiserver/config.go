@@ -1,0 +1,35 @@
+package apiserver
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/svcnet/svcnet/internal/auth"
+	"github.com/svcnet/svcnet/internal/registry"
+	"github.com/svcnet/svcnet/internal/storage"
+)
+
+// Config wires an API server. The server's HTTP handler is built by New(cfg).
+type Config struct {
+	Store  storage.Interface
+	Kinds  []*registry.Kind
+	Logger *slog.Logger
+
+	// Authorizer, when non-nil, is asked about every request. Authentication
+	// happens before the handler (see auth.Middleware): the user is in the
+	// request context (auth.UserFrom).
+	Authorizer auth.Authorizer
+
+	// OpenAPI, when non-nil, serves /openapi/v3 and everything below it.
+	OpenAPI http.Handler
+
+	// Version is returned by /version (GitVersion like "v1.37.2-svcnet").
+	Version string
+
+	// Ready, when non-nil, is consulted by /readyz (nil error = ready).
+	Ready func() error
+}
+
+// Key layout in storage: KeyPrefix + "<group or 'core'>/<resource>/<namespace>/<name>"
+// for namespaced kinds, and without the namespace segment for cluster-scoped ones.
+const KeyPrefix = "/registry/"
