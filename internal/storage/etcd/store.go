@@ -1,0 +1,255 @@
+// Package etcd implements storage.Interface on an etcd v3 cluster (clientv3),
+// and starts an embedded single-member etcd for the all-in-one server.
+//
+// Mapping to etcd:
+//   - Txn: one etcd transaction. Each Op's precondition becomes a Compare
+//     (ExpectRevision 0 → CreateRevision == 0; n → ModRevision == n). When the
+//     compares fail, the Else branch reads the compared keys so we can name the
+//     first one that failed without a second round trip.
+//   - Watch: an etcd watch from afterRev+1 with PrevKV and progress notify;
+//     the context is wrapped WithRequireLeader so a partitioned member ends the
+//     watch instead of going silent.
+//   - A compacted revision, on List or Watch, becomes storage.ErrExpired.
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/svcnet/svcnet/internal/storage"
+)
+
+// Store is a storage.Interface over a clientv3 client.
+type Store struct {
+	client *clientv3.Client
+	// owned says whether Close closes client.
+	owned bool
+}
+
+var _ storage.Interface = (*Store)(nil)
+
+// New returns a Store using client. Close does not close client.
+func New(client *clientv3.Client) *Store {
+	return &Store{client: client}
+}
+
+// Dial connects to the etcd endpoints and returns a Store that owns the client.
+func Dial(ctx context.Context, endpoints []string, cfg clientv3.Config) (*Store, error) {
+	cfg.Endpoints = endpoints
+	cfg.Context = ctx
+	if cfg.Logger == nil {
+		// clientv3 logs every retried call at warn level; callers see the errors.
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10e9
+	}
+	c, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: dial etcd %v: %w", endpoints, err)
+	}
+	return &Store{client: c, owned: true}, nil
+}
+
+// Client returns the underlying client (for health checks and tools).
+func (s *Store) Client() *clientv3.Client { return s.client }
+
+// Close closes the client if the Store created it.
+func (s *Store) Close() error {
+	if s.owned {
+		return s.client.Close()
+	}
+	return nil
+}
+
+func toKV(kv *mvccpb.KeyValue) storage.KV {
+	return storage.KV{
+		Key:            string(kv.Key),
+		Value:          kv.Value,
+		ModRevision:    kv.ModRevision,
+		CreateRevision: kv.CreateRevision,
+	}
+}
+
+func wrapErr(op string, err error) error {
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return fmt.Errorf("storage: %s: %w: %v", op, storage.ErrExpired, err)
+	}
+	return fmt.Errorf("storage: %s: %w", op, err)
+}
+
+// Get implements storage.Interface.
+func (s *Store) Get(ctx context.Context, key string) (*storage.KV, error) {
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return nil, wrapErr("get "+key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: %s", storage.ErrNotFound, key)
+	}
+	kv := toKV(resp.Kvs[0])
+	return &kv, nil
+}
+
+// List implements storage.Interface.
+func (s *Store) List(ctx context.Context, prefix string, rev int64) ([]storage.KV, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.client.Get(ctx, prefix, opts...)
+	if err != nil {
+		return nil, 0, wrapErr("list "+prefix, err)
+	}
+	kvs := make([]storage.KV, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		kvs[i] = toKV(kv)
+	}
+	listRev := resp.Header.Revision
+	if rev > 0 {
+		listRev = rev
+	}
+	return kvs, listRev, nil
+}
+
+// Txn implements storage.Interface.
+func (s *Store) Txn(ctx context.Context, ops ...storage.Op) (int64, error) {
+	var cmps []clientv3.Cmp
+	var checked []storage.Op
+	thenOps := make([]clientv3.Op, 0, len(ops))
+	for _, op := range ops {
+		switch {
+		case op.ExpectRevision == 0:
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.Key), "=", 0))
+			checked = append(checked, op)
+		case op.ExpectRevision > 0:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.ExpectRevision))
+			checked = append(checked, op)
+		}
+		switch op.Type {
+		case storage.OpPut:
+			thenOps = append(thenOps, clientv3.OpPut(op.Key, string(op.Value)))
+		case storage.OpDelete:
+			thenOps = append(thenOps, clientv3.OpDelete(op.Key))
+		default:
+			return 0, fmt.Errorf("storage: unknown op type %d", op.Type)
+		}
+	}
+	elseOps := make([]clientv3.Op, len(checked))
+	for i, op := range checked {
+		elseOps[i] = clientv3.OpGet(op.Key)
+	}
+	resp, err := s.client.Txn(ctx).If(cmps...).Then(thenOps...).Else(elseOps...).Commit()
+	if err != nil {
+		return 0, wrapErr("txn", err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	for i, op := range checked {
+		var actual int64
+		if r := resp.Responses[i].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			actual = r.Kvs[0].ModRevision
+		}
+		if actual != op.ExpectRevision {
+			return 0, &storage.PreconditionError{Key: op.Key, Expected: op.ExpectRevision, Actual: actual}
+		}
+	}
+	// The compares failed but every key now matches: a racing write came and
+	// went. Report the first checked key; callers retry on precondition errors.
+	return 0, &storage.PreconditionError{Key: checked[0].Key, Expected: checked[0].ExpectRevision, Actual: -1}
+}
+
+// Watch implements storage.Interface.
+func (s *Store) Watch(ctx context.Context, prefix string, afterRev int64) <-chan storage.WatchResult {
+	out := make(chan storage.WatchResult, 100)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithProgressNotify()}
+	if afterRev > 0 {
+		opts = append(opts, clientv3.WithRev(afterRev+1))
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.client.Watch(wctx, prefix, opts...)
+	go func() {
+		defer close(out)
+		defer cancel()
+		send := func(r storage.WatchResult) bool {
+			select {
+			case out <- r:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for resp := range wch {
+			if resp.CompactRevision != 0 {
+				send(storage.WatchResult{Err: fmt.Errorf("storage: watch %s from %d: %w (compacted at %d)", prefix, afterRev, storage.ErrExpired, resp.CompactRevision)})
+				return
+			}
+			if err := resp.Err(); err != nil {
+				send(storage.WatchResult{Err: wrapErr("watch "+prefix, err)})
+				return
+			}
+			if resp.IsProgressNotify() {
+				if !send(storage.WatchResult{Event: storage.Event{Type: storage.EventProgress, Revision: resp.Header.Revision}}) {
+					return
+				}
+				continue
+			}
+			for _, ev := range resp.Events {
+				e := storage.Event{KV: toKV(ev.Kv), Revision: ev.Kv.ModRevision}
+				if ev.Type == clientv3.EventTypeDelete {
+					e.Type = storage.EventDelete
+				}
+				if ev.PrevKv != nil {
+					p := toKV(ev.PrevKv)
+					e.Prev = &p
+				}
+				if !send(storage.WatchResult{Event: e}) {
+					return
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			send(storage.WatchResult{Err: fmt.Errorf("storage: watch %s closed", prefix)})
+		}
+	}()
+	return out
+}
+
+// CurrentRevision implements storage.Interface.
+func (s *Store) CurrentRevision(ctx context.Context) (int64, error) {
+	resp, err := s.client.Get(ctx, "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, wrapErr("current revision", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Compact implements storage.Interface.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	_, err := s.client.Compact(ctx, rev, clientv3.WithCompactPhysical())
+	if err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+		return wrapErr("compact", err)
+	}
+	return nil
+}
+
+// Status reports the health of the first endpoint, for /readyz.
+func (s *Store) Status(ctx context.Context) (*etcdserverpb.StatusResponse, error) {
+	eps := s.client.Endpoints()
+	if len(eps) == 0 {
+		return nil, errors.New("storage: no etcd endpoints")
+	}
+	resp, err := s.client.Status(ctx, eps[0])
+	if err != nil {
+		return nil, wrapErr("status", err)
+	}
+	return (*etcdserverpb.StatusResponse)(resp), nil
+}

@@ -1,0 +1,55 @@
+// Package etcdtest starts a throwaway embedded etcd for tests.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcnet/svcnet/internal/storage/etcd"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start starts an embedded etcd on loopback in a temp dir and returns a Store
+// connected to it and the client endpoints. Both stop when the test ends.
+func Start(t testing.TB) (*etcd.Store, []string) {
+	t.Helper()
+	ctx := context.Background()
+	var e *etcd.Embedded
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		e, err = etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
+			DataDir:       t.TempDir(),
+			ClientURL:     fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+			PeerURL:       fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+			UnsafeNoFsync: true,
+			LogLevel:      "fatal",
+		})
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	t.Cleanup(e.Close)
+	s, err := etcd.Dial(ctx, e.Endpoints(), clientv3.Config{})
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, e.Endpoints()
+}
