@@ -23,6 +23,11 @@ type Config struct {
 	// OpenAPI, when non-nil, serves /openapi/v3 and everything below it.
 	OpenAPI http.Handler
 
+	// Discovery, when non-nil, serves the discovery documents: GET /api,
+	// /api/<version>, /apis, /apis/<group> and /apis/<group>/<version>.
+	// Without it those paths answer 404.
+	Discovery http.Handler
+
 	// Version is returned by /version (GitVersion like "v1.37.2-svcnet").
 	Version string
 
