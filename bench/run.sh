@@ -51,7 +51,6 @@ echo "bench: starting svcnet server on 127.0.0.1:$api_port (data $data)" >&2
 bin/svcnet server \
 	--data-dir "$data" \
 	--bind-address 127.0.0.1 \
-	--advertise-address 127.0.0.1 \
 	--secure-port "$api_port" \
 	--embedded-etcd-client-url "http://127.0.0.1:$etcd_client_port" \
 	--embedded-etcd-peer-url "http://127.0.0.1:$etcd_peer_port" \

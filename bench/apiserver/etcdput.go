@@ -31,6 +31,17 @@ type rateResult struct {
 	firstErr   error
 }
 
+// merge adds o's counts, time and latencies to r.
+func (r *rateResult) merge(o rateResult) {
+	r.ok += o.ok
+	r.failed += o.failed
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+}
+
 func (r rateResult) perSec() float64 {
 	if r.elapsed <= 0 {
 		return 0

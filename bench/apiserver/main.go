@@ -43,6 +43,7 @@ type options struct {
 	services      int
 	rateDuration  time.Duration
 	rateMaxOps    int
+	rounds        int
 	fillTimeout   time.Duration
 	lists         int
 	watchers      int
@@ -64,6 +65,7 @@ func main() {
 	flag.IntVar(&o.services, "services", 10000, "Services to hold in the bench namespace for LIST, RSS and the at-N create rate")
 	flag.DurationVar(&o.rateDuration, "rate-duration", 8*time.Second, "how long each create/put rate is measured")
 	flag.IntVar(&o.rateMaxOps, "rate-max-ops", 20000, "upper bound of writes in one rate measurement")
+	flag.IntVar(&o.rounds, "rounds", 4, "raw and API rates alternate in this many slices of -rate-duration/rounds each")
 	flag.DurationVar(&o.fillTimeout, "fill-timeout", 4*time.Minute, "upper bound for creating the -services Services")
 	flag.IntVar(&o.lists, "lists", 20, "lists per LIST mode")
 	flag.IntVar(&o.watchers, "watchers", 100, "concurrent watchers")
@@ -73,6 +75,7 @@ func main() {
 	flag.DurationVar(&o.waitReady, "wait-ready", 2*time.Minute, "how long to wait for the server's /readyz")
 	freePort := flag.Bool("print-free-port", false, "print a free loopback TCP port and exit (for run.sh)")
 	flag.Parse()
+	o.rounds = max(1, o.rounds)
 	if *freePort {
 		_, port, _ := strings.Cut(freeLoopback(), ":")
 		fmt.Println(port)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -256,29 +257,49 @@ type testEnv struct {
 	ctx    context.Context
 }
 
-type envOption func(*Config)
+type envOption func(*envConfig)
+
+// withWrap puts a middleware in front of the server.
+func withWrap(wrap func(http.Handler) http.Handler) envOption {
+	return func(c *envConfig) { c.wrap = wrap }
+}
+
+// withConfig changes the server Config.
+func withConfig(f func(*Config)) envOption {
+	return func(c *envConfig) { f(&c.cfg) }
+}
+
+// withStore uses store instead of a fresh memstore.
+func withStore(store storage.Interface) envOption {
+	return func(c *envConfig) { c.cfg.Store = store }
+}
+
+type envConfig struct {
+	cfg  Config
+	wrap func(http.Handler) http.Handler
+}
 
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	return newTestEnvWithStore(t, memstore.New(), opts...)
-}
-
-func newTestEnvWithStore(t *testing.T, store storage.Interface, opts ...envOption) *testEnv {
-	t.Helper()
 	alloc := &testAllocator{}
-	cfg := Config{
-		Store:  store,
+	ec := envConfig{cfg: Config{
+		Store:  memstore.New(),
 		Kinds:  testKinds(alloc),
 		Logger: slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	}}
 	for _, o := range opts {
-		o(&cfg)
+		o(&ec)
 	}
-	s, err := newServer(cfg)
+	store := ec.cfg.Store
+	s, err := newServer(ec.cfg)
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
-	srv := httptest.NewServer(s)
+	var h http.Handler = s
+	if ec.wrap != nil {
+		h = ec.wrap(s)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -1,5 +1,7 @@
 package bootstrap
 
+//lint:file-ignore SA1019 core/v1 Endpoints are deprecated, not removed: svcnet serves them and the kubernetes Service needs them
+
 import (
 	"context"
 	"log/slog"

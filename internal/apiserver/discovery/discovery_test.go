@@ -43,6 +43,7 @@ func testKinds() []*registry.Kind {
 		svc, pod,
 		core("namespaces", "Namespace", []string{"ns"}, false, true, func() runtime.Object { return &corev1.Namespace{} }),
 		core("configmaps", "ConfigMap", []string{"cm"}, true, false, func() runtime.Object { return &corev1.ConfigMap{} }),
+		//lint:ignore SA1019 svcnet serves the deprecated Endpoints API, as kube-apiserver does
 		core("endpoints", "Endpoints", []string{"ep"}, true, false, func() runtime.Object { return &corev1.Endpoints{} }),
 		core("nodes", "Node", []string{"no"}, false, true, func() runtime.Object { return &corev1.Node{} }),
 		{

@@ -18,9 +18,14 @@ import (
 // with kube-apiserver's scopes and subresources.
 func testKinds() []*registry.Kind {
 	scale := &registry.ScaleAccess{}
+	shortNames := map[string][]string{
+		"namespaces": {"ns"}, "services": {"svc"}, "endpoints": {"ep"}, "pods": {"po"}, "nodes": {"no"},
+		"configmaps": {"cm"}, "events": {"ev"}, "deployments": {"deploy"}, "replicasets": {"rs"},
+	}
 	k := func(gvr schema.GroupVersionResource, kind string, namespaced, status bool, obj, list runtime.Object) *registry.Kind {
 		return &registry.Kind{
-			Resource: gvr, Kind: kind, SingularName: strings.ToLower(kind), Namespaced: namespaced, Status: status,
+			Resource: gvr, Kind: kind, SingularName: strings.ToLower(kind), ShortNames: shortNames[gvr.Resource],
+			Namespaced: namespaced, Status: status,
 			New: func() runtime.Object { return obj.DeepCopyObject() }, NewList: func() runtime.Object { return list.DeepCopyObject() },
 		}
 	}
@@ -33,6 +38,7 @@ func testKinds() []*registry.Kind {
 	return []*registry.Kind{
 		k(core("namespaces"), "Namespace", false, true, &corev1.Namespace{}, &corev1.NamespaceList{}),
 		k(core("services"), "Service", true, true, &corev1.Service{}, &corev1.ServiceList{}),
+		//lint:ignore SA1019 svcnet serves the deprecated Endpoints API, as kube-apiserver does
 		k(core("endpoints"), "Endpoints", true, false, &corev1.Endpoints{}, &corev1.EndpointsList{}),
 		k(core("pods"), "Pod", true, true, &corev1.Pod{}, &corev1.PodList{}),
 		k(core("nodes"), "Node", false, true, &corev1.Node{}, &corev1.NodeList{}),

@@ -147,7 +147,8 @@ func syncPodCIDRs(spec *corev1.NodeSpec) {
 // kinds, a node may be created with its status (agents register that way).
 func (nodeStrategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
 	node := obj.(*corev1.Node)
-	node.Spec.ConfigSource = nil //nolint:staticcheck // dropped as upstream does
+	//lint:ignore SA1019 the retired field is dropped, as upstream does
+	node.Spec.ConfigSource = nil
 	node.Status.Config = nil
 }
 
@@ -156,8 +157,10 @@ func (s nodeStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Obj
 	s.Base.PrepareForUpdate(ctx, obj, old)
 	node, oldNode := obj.(*corev1.Node), old.(*corev1.Node)
 	node.Status = oldNode.Status
-	if oldNode.Spec.ConfigSource == nil { //nolint:staticcheck // dropped as upstream does
-		node.Spec.ConfigSource = nil //nolint:staticcheck // dropped as upstream does
+	//lint:ignore SA1019 the retired field is dropped unless stored, as upstream does
+	if oldNode.Spec.ConfigSource == nil {
+		//lint:ignore SA1019 see above
+		node.Spec.ConfigSource = nil
 	}
 }
 

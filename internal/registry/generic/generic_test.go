@@ -197,7 +197,7 @@ func TestDefaultPodSpec(t *testing.T) {
 		*spec.TerminationGracePeriodSeconds != 30 || spec.SecurityContext == nil {
 		t.Errorf("pod spec defaults wrong: %+v", spec)
 	}
-	if spec.ServiceAccountName != "old-sa" || spec.DeprecatedServiceAccount != "old-sa" { //nolint:staticcheck // checking the sync
+	if spec.ServiceAccountName != "old-sa" || spec.DeprecatedServiceAccount != "old-sa" {
 		t.Errorf("service account not synced: %q", spec.ServiceAccountName)
 	}
 	wantPull := []corev1.PullPolicy{corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever}

@@ -18,9 +18,9 @@ func DefaultPodSpec(spec *corev1.PodSpec) {
 	// serviceAccount is the deprecated alias of serviceAccountName; keep them
 	// in sync with serviceAccountName winning.
 	if spec.ServiceAccountName == "" {
-		spec.ServiceAccountName = spec.DeprecatedServiceAccount //nolint:staticcheck // kept in sync as upstream does
+		spec.ServiceAccountName = spec.DeprecatedServiceAccount
 	}
-	spec.DeprecatedServiceAccount = spec.ServiceAccountName //nolint:staticcheck // kept in sync as upstream does
+	spec.DeprecatedServiceAccount = spec.ServiceAccountName
 	if spec.DNSPolicy == "" {
 		spec.DNSPolicy = corev1.DNSClusterFirst
 	}

@@ -148,8 +148,11 @@ type reservation struct {
 	deadline time.Time
 }
 
+// attempt is what one Allocate call took in the mirror: the reservation
+// sequence number of each key, and which keys were dynamic picks.
 type attempt struct {
 	seq     uint64
+	taken   map[string]uint64
 	dynamic []string
 }
 
@@ -234,8 +237,8 @@ func (a *Allocations) Allocate(ctx context.Context, obj, old runtime.Object) ([]
 	err := tx.run(oldSvc)
 	if err != nil {
 		tx.undoLocked()
-	} else if len(tx.dynamic) > 0 {
-		a.recordAttemptLocked(svc, tx.dynamic)
+	} else if len(tx.taken) > 0 {
+		a.recordAttemptLocked(svc, tx)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -271,16 +274,10 @@ func (a *Allocations) Conflict(obj runtime.Object, key string) error {
 	if !ok {
 		return apierrors.NewInternalError(fmt.Errorf("service: unexpected conflict on %q", key))
 	}
-	a.mu.Lock()
-	att, found := a.attempts[weak.Make(svc)]
-	if found && slices.Contains(att.dynamic, key) {
-		// Someone else has it; keep it out of our picks until the watch
-		// says so (or, if it is already gone again, for a TTL).
-		a.takeLocked(key)
-		a.mu.Unlock()
+	dynamic := a.forgetAttempt(svc, key)
+	if dynamic {
 		return nil
 	}
-	a.mu.Unlock()
 
 	if ip.IsValid() {
 		for _, s := range svc.Spec.ClusterIPs {
@@ -299,6 +296,34 @@ func (a *Allocations) Conflict(obj runtime.Object, key string) error {
 		}
 	}
 	return apierrors.NewInternalError(fmt.Errorf("failed to allocate requested HealthCheck NodePort %d: %v", port, allocator.ErrPortAllocated))
+}
+
+// forgetAttempt forgets the failed write's reservations and reports
+// whether key was a dynamic pick. The transaction failed as a whole, so none
+// of the values the attempt took was stored by it: they are free again in the
+// mirror, except key, which someone else holds.
+func (a *Allocations) forgetAttempt(svc *v1.Service, key string) (dynamic bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	wp := weak.Make(svc)
+	att, found := a.attempts[wp]
+	if !found {
+		return false
+	}
+	delete(a.attempts, wp)
+	for k, seq := range att.taken {
+		if r, ok := a.reserved[k]; ok && r.seq == seq {
+			delete(a.reserved, k)
+			a.setLocked(k, false)
+		}
+	}
+	if !slices.Contains(att.dynamic, key) {
+		return false
+	}
+	// Keep the value out of our picks until the watch reports it stored
+	// (or, should it be gone again by then, for a TTL).
+	a.takeLocked(key)
+	return true
 }
 
 // Release implements registry.Allocator: the ops deleting obj's keys.
@@ -612,10 +637,14 @@ func (a *Allocations) reserveLocked(key string) {
 	a.expiry = append(a.expiry, expiryEntry{deadline: d, seq: a.seq, key: key})
 }
 
-func (a *Allocations) recordAttemptLocked(svc *v1.Service, dynamic []string) {
+func (a *Allocations) recordAttemptLocked(svc *v1.Service, tx *allocTx) {
 	a.seq++
 	wp := weak.Make(svc)
-	a.attempts[wp] = attempt{seq: a.seq, dynamic: dynamic}
+	at := attempt{seq: a.seq, taken: make(map[string]uint64, len(tx.taken)), dynamic: tx.dynamic}
+	for _, k := range tx.taken {
+		at.taken[k] = a.reserved[k].seq
+	}
+	a.attempts[wp] = at
 	a.expiry = append(a.expiry, expiryEntry{deadline: a.now().Add(reservationTTL), seq: a.seq, attempt: wp})
 }
 
