@@ -38,9 +38,6 @@ import (
 // ErrFull is returned by AllocateNext when every value is allocated.
 var ErrFull = errors.New("range is full")
 
-// maxSize bounds a bitmap (16M values, 2 MiB at level 0).
-const maxSize = 1 << 24
-
 // bitmap is a hierarchical free-set over [0, size). Not safe for concurrent use.
 type bitmap struct {
 	size int

@@ -139,135 +139,146 @@ func (tr *tracker) saw(ev string) bool {
 func TestInformers(t *testing.T) {
 	for _, watchList := range []bool{true, false} {
 		t.Run(fmt.Sprintf("WatchListClient=%v", watchList), func(t *testing.T) {
-			clientfeaturestesting.SetFeatureDuringTest(t, clientfeatures.WatchListClient, watchList)
 			rec := &recorder{}
 			env := newTestEnv(t, withWrap(rec.wrap))
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			svcs := env.cs.CoreV1().Services("default")
-			pods := env.cs.CoreV1().Pods("default")
-
-			if _, err := svcs.Create(ctx, webService("pre"), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pre-pod"}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-
-			factory := informers.NewSharedInformerFactory(env.cs, 0)
-			svcTrack, podTrack := &tracker{}, &tracker{}
-			if _, err := factory.Core().V1().Services().Informer().AddEventHandler(svcTrack.handler()); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(podTrack.handler()); err != nil {
-				t.Fatal(err)
-			}
-			factory.Start(ctx.Done())
-			defer factory.Shutdown()
-			syncCtx, syncCancel := context.WithTimeout(ctx, 20*time.Second)
-			defer syncCancel()
-			for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-				if !ok {
-					t.Fatalf("informer for %v did not sync", typ)
-				}
-			}
-			if !svcTrack.saw("add pre") || !podTrack.saw("add pre-pod") {
-				t.Fatalf("initial objects not delivered: %v %v", svcTrack.events, podTrack.events)
-			}
-
-			// The informers used the protocol we asked for.
-			for _, r := range rec.snapshot() {
-				if watchList && !r.watch {
-					t.Errorf("WatchList client sent a LIST: %+v", r)
-				}
-				if !watchList && r.sendInitialEvents {
-					t.Errorf("non-WatchList client sent sendInitialEvents: %+v", r)
-				}
-			}
-
-			// Live add, update, delete.
-			if _, err := svcs.Create(ctx, webService("live"), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := svcs.Patch(ctx, "live", types.MergePatchType, []byte(`{"metadata":{"labels":{"v":"2"}}}`), metav1.PatchOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := svcs.Delete(ctx, "live", metav1.DeleteOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "live-pod"}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := pods.Delete(ctx, "live-pod", metav1.DeleteOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, "live service events", func() bool {
-				return svcTrack.saw("add live") && svcTrack.saw("update live") && svcTrack.saw("delete live")
-			})
-			eventually(t, "live pod events", func() bool {
-				return podTrack.saw("add live-pod") && podTrack.saw("delete live-pod")
-			})
-
-			// Recovery from a compacted revision: hold the informers'
-			// reconnection, change things and compact meanwhile, then let
-			// them in. Their watch from the old revision gets 410 and they
-			// relist.
-			before := len(rec.snapshot())
-			watchesOpenedLongEnough(t, rec)
-			rec.closeGate()
-			env.srv.CloseClientConnections()
-			eventually(t, "held re-watches of services and pods", func() bool {
-				held := map[string]bool{}
-				for _, r := range rec.snapshot()[before:] {
-					if r.held {
-						held[r.resource] = true
-					}
-				}
-				return held["services"] && held["pods"]
-			})
-			if err := svcs.Delete(ctx, "pre", metav1.DeleteOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := svcs.Create(ctx, webService("post"), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < 3; i++ {
-				if _, err := env.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("filler", i)}}, metav1.CreateOptions{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			compactAt, _ := env.store.CurrentRevision(ctx)
-			if err := env.store.Compact(ctx, compactAt); err != nil {
-				t.Fatal(err)
-			}
-			rec.openGate()
-
-			eventually(t, "informer recovery after 410", func() bool {
-				return svcTrack.saw("delete pre") && svcTrack.saw("add post")
-			})
-			var held, relisted bool
-			for _, r := range rec.snapshot()[before:] {
-				if r.resource != "services" {
-					continue
-				}
-				if r.held {
-					rv, _ := strconv.ParseInt(r.resourceVersion, 10, 64)
-					if rv == 0 || rv+1 >= compactAt {
-						t.Errorf("held watch from RV %q is not compacted (compacted at %d)", r.resourceVersion, compactAt)
-					}
-					held = true
-				} else if held && (!r.watch || r.sendInitialEvents) {
-					relisted = true
-				}
-			}
-			if !held || !relisted {
-				t.Errorf("expected a held watch and then a relist: %+v", rec.snapshot()[before:])
-			}
-			lister := factory.Core().V1().Services().Lister()
-			if _, err := lister.Services("default").Get("pre"); err == nil {
-				t.Errorf("lister still has the deleted service")
-			}
+			testInformers(t, env, rec, watchList, "")
 		})
+	}
+}
+
+// testInformers runs the informer checks against env, whose handler must be
+// wrapped by rec; suffix makes object names unique on a shared store.
+func testInformers(t *testing.T, env *testEnv, rec *recorder, watchList bool, suffix string) {
+	clientfeaturestesting.SetFeatureDuringTest(t, clientfeatures.WatchListClient, watchList)
+	ctx, cancel := context.WithCancel(context.Background())
+	pre, live, post, prePod, livePod := "pre"+suffix, "live"+suffix, "post"+suffix, "pre-pod"+suffix, "live-pod"+suffix
+	start := len(rec.snapshot())
+	defer cancel()
+	svcs := env.cs.CoreV1().Services("default")
+	pods := env.cs.CoreV1().Pods("default")
+
+	if _, err := svcs.Create(ctx, webService(pre), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: prePod}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	factory := informers.NewSharedInformerFactory(env.cs, 0)
+	svcTrack, podTrack := &tracker{}, &tracker{}
+	if _, err := factory.Core().V1().Services().Informer().AddEventHandler(svcTrack.handler()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(podTrack.handler()); err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	t.Cleanup(func() {
+		cancel()
+		factory.Shutdown()
+	})
+	syncCtx, syncCancel := context.WithTimeout(ctx, 20*time.Second)
+	defer syncCancel()
+	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
+		if !ok {
+			t.Fatalf("informer for %v did not sync", typ)
+		}
+	}
+	eventually(t, "initial objects delivered", func() bool {
+		return svcTrack.saw("add "+pre) && podTrack.saw("add "+prePod)
+	})
+
+	// The informers used the protocol we asked for.
+	for _, r := range rec.snapshot()[start:] {
+		if watchList && !r.watch {
+			t.Errorf("WatchList client sent a LIST: %+v", r)
+		}
+		if !watchList && r.sendInitialEvents {
+			t.Errorf("non-WatchList client sent sendInitialEvents: %+v", r)
+		}
+	}
+
+	// Live add, update, delete.
+	if _, err := svcs.Create(ctx, webService(live), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs.Patch(ctx, live, types.MergePatchType, []byte(`{"metadata":{"labels":{"v":"2"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svcs.Delete(ctx, live, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: livePod}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Delete(ctx, livePod, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "live service events", func() bool {
+		return svcTrack.saw("add "+live) && svcTrack.saw("update "+live) && svcTrack.saw("delete "+live)
+	})
+	eventually(t, "live pod events", func() bool {
+		return podTrack.saw("add "+livePod) && podTrack.saw("delete "+livePod)
+	})
+
+	// Recovery from a compacted revision: hold the informers'
+	// reconnection, change things and compact meanwhile, then let
+	// them in. Their watch from the old revision gets 410 and they
+	// relist.
+	before := len(rec.snapshot())
+	watchesOpenedLongEnough(t, rec)
+	rec.closeGate()
+	env.srv.CloseClientConnections()
+	eventually(t, "held re-watches of services and pods", func() bool {
+		held := map[string]bool{}
+		for _, r := range rec.snapshot()[before:] {
+			if r.held {
+				held[r.resource] = true
+			}
+		}
+		return held["services"] && held["pods"]
+	})
+	if err := svcs.Delete(ctx, pre, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs.Create(ctx, webService(post), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := env.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("filler", suffix, i)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactAt, _ := env.store.CurrentRevision(ctx)
+	if err := env.store.Compact(ctx, compactAt); err != nil {
+		t.Fatal(err)
+	}
+	rec.openGate()
+
+	eventually(t, "informer recovery after 410", func() bool {
+		return svcTrack.saw("delete "+pre) && svcTrack.saw("add "+post)
+	})
+	var held, relisted bool
+	for _, r := range rec.snapshot()[before:] {
+		if r.resource != "services" {
+			continue
+		}
+		if r.held {
+			rv, _ := strconv.ParseInt(r.resourceVersion, 10, 64)
+			if rv == 0 || rv+1 >= compactAt {
+				t.Errorf("held watch from RV %q is not compacted (compacted at %d)", r.resourceVersion, compactAt)
+			}
+			held = true
+		} else if held && (!r.watch || r.sendInitialEvents) {
+			relisted = true
+		}
+	}
+	if !held || !relisted {
+		t.Errorf("expected a held watch and then a relist: %+v", rec.snapshot()[before:])
+	}
+	lister := factory.Core().V1().Services().Lister()
+	if _, err := lister.Services("default").Get(pre); err == nil {
+		t.Errorf("lister still has the deleted service")
 	}
 }
 

@@ -102,8 +102,9 @@ func TestPatchTypes(t *testing.T) {
 	})
 }
 
-func TestServerSideApply(t *testing.T) {
-	env := newTestEnv(t)
+func TestServerSideApply(t *testing.T) { testServerSideApply(t, newTestEnv(t)) }
+
+func testServerSideApply(t *testing.T, env *testEnv) {
 	ctx := context.Background()
 	svcs := env.cs.CoreV1().Services("default")
 	apply := func(manager string, force bool, yaml string) (*corev1.Service, error) {

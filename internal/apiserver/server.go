@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,29 +68,24 @@ func newServer(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	c := getCodecs()
+	if c.err != nil {
+		return nil, c.err
+	}
 	s := &Server{
 		cfg:              cfg,
 		store:            cfg.Store,
 		log:              logger.With("component", "apiserver"),
-		scheme:           newScheme(),
+		scheme:           c.scheme,
+		codecs:           c.codecs,
+		jsonInfo:         c.jsonInfo,
+		protobufInfo:     c.protobufInfo,
+		typeConverter:    c.typeConverter,
 		resources:        map[string]*resource{},
 		byGR:             map[schema.GroupResource]*resource{},
 		bookmarkInterval: time.Minute,
 		nsKick:           make(chan struct{}, 1),
 	}
-	s.codecs = serializer.NewCodecFactory(s.scheme)
-	for _, info := range s.codecs.SupportedMediaTypes() {
-		switch info.MediaType {
-		case mediaJSON:
-			s.jsonInfo = info
-		case mediaProtobuf:
-			s.protobufInfo = info
-		}
-	}
-	if s.jsonInfo.Serializer == nil || s.protobufInfo.Serializer == nil {
-		return nil, errors.New("apiserver: codec factory lacks JSON or protobuf")
-	}
-	s.typeConverter = newTypeConverter(s.scheme)
 	for _, k := range cfg.Kinds {
 		r, err := s.newResource(k)
 		if err != nil {
@@ -104,6 +100,37 @@ func newServer(cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
+
+// codecSet is the read-only scheme, codecs and SSA type converter every
+// Server shares (building the type converter parses the whole built-in
+// schema, which is too slow to repeat per server).
+type codecSet struct {
+	scheme        *runtime.Scheme
+	codecs        serializer.CodecFactory
+	jsonInfo      runtime.SerializerInfo
+	protobufInfo  runtime.SerializerInfo
+	typeConverter managedfields.TypeConverter
+	err           error
+}
+
+var getCodecs = sync.OnceValue(func() codecSet {
+	c := codecSet{scheme: newScheme()}
+	c.codecs = serializer.NewCodecFactory(c.scheme)
+	for _, info := range c.codecs.SupportedMediaTypes() {
+		switch info.MediaType {
+		case mediaJSON:
+			c.jsonInfo = info
+		case mediaProtobuf:
+			c.protobufInfo = info
+		}
+	}
+	if c.jsonInfo.Serializer == nil || c.protobufInfo.Serializer == nil {
+		c.err = errors.New("apiserver: codec factory lacks JSON or protobuf")
+		return c
+	}
+	c.typeConverter = newTypeConverter(c.scheme)
+	return c
+})
 
 // Run does the server's background work until ctx ends: it finishes the
 // deletion of Terminating namespaces (also those left by a previous process).

@@ -245,9 +245,9 @@ func testKinds(alloc registry.Allocator) []*registry.Kind {
 
 // testEnv is a server on a memstore with real clients.
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	s      *Server
-	store  *memstore.Store
+	store  storage.Interface
 	srv    *httptest.Server
 	alloc  *testAllocator
 	cs     kubernetes.Interface // protobuf (client-go's default for typed clients)
@@ -279,7 +279,7 @@ type envConfig struct {
 	wrap func(http.Handler) http.Handler
 }
 
-func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
+func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	alloc := &testAllocator{}
 	ec := envConfig{cfg: Config{
@@ -300,7 +300,10 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 		h = ec.wrap(s)
 	}
 	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go s.Run(ctx)
@@ -320,10 +323,7 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &testEnv{t: t, s: s, srv: srv, alloc: alloc, cs: cs, csJSON: csJSON, dyn: dyn, cfg: rc, ctx: ctx}
-	if ms, ok := store.(*memstore.Store); ok {
-		env.store = ms
-	}
+	env := &testEnv{t: t, s: s, store: store, srv: srv, alloc: alloc, cs: cs, csJSON: csJSON, dyn: dyn, cfg: rc, ctx: ctx}
 	for _, ns := range []string{"default", "other"} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create namespace %s: %v", ns, err)
@@ -335,11 +335,11 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 // testWriter logs through t until the test ends (server goroutines may
 // outlive it briefly).
 type testWriter struct {
-	t    *testing.T
+	t    testing.TB
 	done *atomic.Bool
 }
 
-func newTestWriter(t *testing.T) testWriter {
+func newTestWriter(t testing.TB) testWriter {
 	w := testWriter{t: t, done: &atomic.Bool{}}
 	t.Cleanup(func() { w.done.Store(true) })
 	return w

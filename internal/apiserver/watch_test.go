@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/svcnet/svcnet/internal/apiserver/internal/memstore"
 )
 
 // nextEvent waits for one event (no timing assertion: the timeout only keeps
@@ -50,8 +53,9 @@ func eventOf(t *testing.T, ev watch.Event) seen {
 	return seen{ev.Type, m.GetName(), m.GetResourceVersion()}
 }
 
-func TestWatch(t *testing.T) {
-	env := newTestEnv(t)
+func TestWatch(t *testing.T) { testWatch(t, newTestEnv(t)) }
+
+func testWatch(t *testing.T, env *testEnv) {
 	for _, tc := range []struct {
 		name string
 		cs   kubernetes.Interface
@@ -150,8 +154,9 @@ func TestWatchSelectorTransitions(t *testing.T) {
 	}
 }
 
-func TestWatchFromCompactedRevision(t *testing.T) {
-	env := newTestEnv(t)
+func TestWatchFromCompactedRevision(t *testing.T) { testWatchFromCompactedRevision(t, newTestEnv(t)) }
+
+func testWatchFromCompactedRevision(t *testing.T, env *testEnv) {
 	ctx := context.Background()
 	cms := env.cs.CoreV1().ConfigMaps("default")
 	first, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{})
@@ -194,9 +199,18 @@ func TestWatchFromCompactedRevision(t *testing.T) {
 // one event.
 func rawWatch(t *testing.T, env *testEnv, path string) func() (string, map[string]interface{}) {
 	t.Helper()
+	return rawWatchAccept(t, env, path, "")
+}
+
+// rawWatchAccept is rawWatch with an Accept header.
+func rawWatchAccept(t *testing.T, env *testEnv, path, accept string) func() (string, map[string]interface{}) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, env.srv.URL+path, nil)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +285,7 @@ func TestWatchList(t *testing.T) {
 	}
 
 	// A bookmark for each storage progress notification.
-	env.store.Progress()
+	env.store.(*memstore.Store).Progress()
 	typ, obj = next()
 	if typ != "BOOKMARK" || obj["metadata"].(map[string]interface{})["annotations"] != nil {
 		t.Errorf("progress: %s %v, want a plain BOOKMARK", typ, obj)
@@ -307,4 +321,20 @@ func decodeRaw(t *testing.T, env *testEnv, body []byte, obj runtime.Object) {
 	if _, _, err := env.s.jsonInfo.Serializer.Decode(body, nil, obj); err != nil {
 		t.Fatalf("decode %s: %v", body, err)
 	}
+}
+
+func decodeJSON(t *testing.T, data []byte, v interface{}) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("decode %s: %v", data, err)
+	}
+}
+
+func containsLine(text, line string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		if l == line {
+			return true
+		}
+	}
+	return false
 }

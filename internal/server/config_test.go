@@ -74,7 +74,7 @@ func TestResolve(t *testing.T) {
 		{name: "bad bind", cfg: Config{BindAddress: "localhost"}, wantErr: "--bind-address"},
 		{name: "bad CIDR", cfg: Config{AdvertiseAddress: "192.0.2.10", ServiceClusterIPRange: "10.96.0.0"}, wantErr: "--service-cluster-ip-range"},
 		{name: "tiny CIDR", cfg: Config{AdvertiseAddress: "192.0.2.10", ServiceClusterIPRange: "10.96.0.0/32"}, wantErr: "no usable address"},
-		{name: "bad port range", cfg: Config{AdvertiseAddress: "192.0.2.10", ServiceNodePortRange: "30000"}, wantErr: "--service-node-port-range"},
+		{name: "bad port range", cfg: Config{AdvertiseAddress: "192.0.2.10", ServiceNodePortRange: "32767-30000"}, wantErr: "--service-node-port-range"},
 		{name: "bad port", cfg: Config{AdvertiseAddress: "192.0.2.10", SecurePort: 70000}, wantErr: "--secure-port"},
 		{name: "loopback advertise", cfg: Config{AdvertiseAddress: "127.0.0.1"}, wantErr: "--advertise-address"},
 		{name: "advertise not an IP", cfg: Config{AdvertiseAddress: "host.example"}, wantErr: "--advertise-address"},

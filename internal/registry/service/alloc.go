@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -132,20 +131,17 @@ type Allocations struct {
 	ports *allocator.PortRange
 	// reserved holds, by key, the values in-flight writes of this process
 	// took in the mirror that the watch has not reported as stored yet.
-	reserved map[string]reservation
-	// attempts remembers which keys of an Allocate call were dynamic picks,
-	// for Conflict; keyed weakly so a finished write's object can be freed.
+	// The value is the reservation's sequence number.
+	reserved map[string]uint64
+	// attempts remembers, per object passed to Allocate, the keys the call
+	// took and which of them were dynamic picks, for Conflict; keyed weakly
+	// so a finished write's object can be freed.
 	attempts map[weak.Pointer[v1.Service]]attempt
 	// expiry lists reservations and attempts in deadline order from
 	// expiryHead on.
 	expiry     []expiryEntry
 	expiryHead int
 	seq        uint64
-}
-
-type reservation struct {
-	seq      uint64
-	deadline time.Time
 }
 
 // attempt is what one Allocate call took in the mirror: the reservation
@@ -189,7 +185,7 @@ func newAllocations(store storage.Interface, cidr *net.IPNet, pr utilnet.PortRan
 		synced:    make(chan struct{}),
 		ips:       ips,
 		ports:     ports,
-		reserved:  map[string]reservation{},
+		reserved:  map[string]uint64{},
 		attempts:  map[weak.Pointer[v1.Service]]attempt{},
 	}, nil
 }
@@ -312,7 +308,7 @@ func (a *Allocations) forgetAttempt(svc *v1.Service, key string) (dynamic bool) 
 	}
 	delete(a.attempts, wp)
 	for k, seq := range att.taken {
-		if r, ok := a.reserved[k]; ok && r.seq == seq {
+		if cur, ok := a.reserved[k]; ok && cur == seq {
 			delete(a.reserved, k)
 			a.setLocked(k, false)
 		}
@@ -601,217 +597,3 @@ func (t *allocTx) undoLocked() {
 		t.a.setLocked(k, false)
 	}
 }
-
-// setLocked marks key's value taken or free in the mirror; values outside the
-// configured ranges are ignored. It reports whether the bit changed.
-func (a *Allocations) setLocked(key string, taken bool) bool {
-	ip, port, ok := parseKey(key)
-	switch {
-	case !ok:
-		return false
-	case ip.IsValid() && taken:
-		return a.ips.Allocate(ip) == nil
-	case ip.IsValid():
-		return a.ips.Release(ip)
-	case taken:
-		return a.ports.Allocate(port) == nil
-	default:
-		return a.ports.Release(port)
-	}
-}
-
-// takeLocked marks key taken and reserves it if it was free in the mirror.
-func (a *Allocations) takeLocked(key string) bool {
-	if !a.setLocked(key, true) {
-		return false
-	}
-	a.reserveLocked(key)
-	return true
-}
-
-// reserveLocked records that key was taken for an in-flight write.
-func (a *Allocations) reserveLocked(key string) {
-	a.seq++
-	d := a.now().Add(reservationTTL)
-	a.reserved[key] = reservation{seq: a.seq, deadline: d}
-	a.expiry = append(a.expiry, expiryEntry{deadline: d, seq: a.seq, key: key})
-}
-
-func (a *Allocations) recordAttemptLocked(svc *v1.Service, tx *allocTx) {
-	a.seq++
-	wp := weak.Make(svc)
-	at := attempt{seq: a.seq, taken: make(map[string]uint64, len(tx.taken)), dynamic: tx.dynamic}
-	for _, k := range tx.taken {
-		at.taken[k] = a.reserved[k].seq
-	}
-	a.attempts[wp] = at
-	a.expiry = append(a.expiry, expiryEntry{deadline: a.now().Add(reservationTTL), seq: a.seq, attempt: wp})
-}
-
-// expireLocked drops reservations and attempts past their deadline. A
-// reservation still present at its deadline was never seen in storage: its
-// write failed, so the value is free again.
-func (a *Allocations) expireLocked() {
-	now := a.now()
-	for ; a.expiryHead < len(a.expiry); a.expiryHead++ {
-		e := a.expiry[a.expiryHead]
-		if e.deadline.After(now) {
-			break
-		}
-		a.expiry[a.expiryHead] = expiryEntry{}
-		if e.key == "" {
-			if at, ok := a.attempts[e.attempt]; ok && at.seq == e.seq {
-				delete(a.attempts, e.attempt)
-			}
-			continue
-		}
-		if r, ok := a.reserved[e.key]; ok && r.seq == e.seq {
-			delete(a.reserved, e.key)
-			a.setLocked(e.key, false)
-		}
-	}
-	// Compact once the consumed head is at least half the queue, so each
-	// entry is copied O(1) times.
-	if a.expiryHead > 0 && a.expiryHead*2 >= len(a.expiry) {
-		n := copy(a.expiry, a.expiry[a.expiryHead:])
-		a.expiry = a.expiry[:n]
-		a.expiryHead = 0
-	}
-}
-
-// initIPFamilyFields is upstream's: default ipFamilyPolicy and ipFamilies,
-// and refuse families and dual-stack requests this cluster cannot serve. The
-// cluster is single-stack (one ServiceCIDR).
-func (a *Allocations) initIPFamilyFields(svc, old *v1.Service) error {
-	spec := &svc.Spec
-	if spec.Type == v1.ServiceTypeExternalName {
-		return nil
-	}
-	if matchingPreferDualStack(svc, old) {
-		return nil
-	}
-	if spec.IPFamilyPolicy == nil {
-		var p v1.IPFamilyPolicy
-		switch {
-		case old != nil && old.Spec.IPFamilyPolicy != nil:
-			p = *old.Spec.IPFamilyPolicy
-		case spec.ClusterIP == v1.ClusterIPNone && len(spec.Selector) == 0:
-			p = v1.IPFamilyPolicyRequireDualStack // headless and selectorless
-		default:
-			p = v1.IPFamilyPolicySingleStack
-		}
-		spec.IPFamilyPolicy = &p
-	}
-	if el := validateClusterIPsRelatedFields(svc, old); len(el) != 0 {
-		return apierrors.NewInvalid(serviceKind, svc.Name, el)
-	}
-	policyPath := field.NewPath("spec", "ipFamilyPolicy")
-	policy := *spec.IPFamilyPolicy
-	var el field.ErrorList
-	if old != nil {
-		if policy == v1.IPFamilyPolicySingleStack {
-			if slices.Equal(old.Spec.ClusterIPs, spec.ClusterIPs) && len(spec.ClusterIPs) > 1 {
-				spec.ClusterIPs = spec.ClusterIPs[:1]
-			}
-			if slices.Equal(old.Spec.IPFamilies, spec.IPFamilies) && len(spec.IPFamilies) > 1 {
-				spec.IPFamilies = spec.IPFamilies[:1]
-			}
-		} else {
-			if len(spec.ClusterIPs) != 0 && len(spec.ClusterIPs) < len(old.Spec.ClusterIPs) {
-				el = append(el, field.Invalid(policyPath, spec.IPFamilyPolicy, "must be 'SingleStack' to release the secondary cluster IP"))
-			}
-			if len(spec.IPFamilies) != 0 && len(spec.IPFamilies) < len(old.Spec.IPFamilies) {
-				el = append(el, field.Invalid(policyPath, spec.IPFamilyPolicy, "must be 'SingleStack' to release the secondary IP family"))
-			}
-		}
-	}
-	if policy == v1.IPFamilyPolicySingleStack {
-		if len(spec.ClusterIPs) == 2 {
-			el = append(el, field.Invalid(policyPath, spec.IPFamilyPolicy, "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified"))
-		}
-		if len(spec.IPFamilies) == 2 {
-			el = append(el, field.Invalid(policyPath, spec.IPFamilyPolicy, "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified"))
-		}
-	}
-	for i, s := range spec.ClusterIPs {
-		if s == v1.ClusterIPNone {
-			break
-		}
-		if i < len(spec.IPFamilies) {
-			continue
-		}
-		fam := familyOf(s)
-		if fam != a.family {
-			el = append(el, field.Invalid(field.NewPath("spec", "clusterIPs").Index(i), spec.ClusterIPs,
-				fmt.Sprintf("%s is not configured on this cluster", fam)))
-		} else {
-			spec.IPFamilies = append(spec.IPFamilies, fam)
-		}
-	}
-	if len(el) > 0 {
-		return apierrors.NewInvalid(serviceKind, svc.Name, el)
-	}
-
-	if spec.ClusterIP == v1.ClusterIPNone && len(spec.Selector) == 0 {
-		// Headless and selectorless: families are only a hint for the
-		// endpoints, so both may be listed even on a single-stack cluster.
-		if len(spec.IPFamilies) == 0 {
-			spec.IPFamilies = []v1.IPFamily{a.family}
-		}
-		if len(spec.IPFamilies) < 2 && policy != v1.IPFamilyPolicySingleStack {
-			if spec.IPFamilies[0] == v1.IPv4Protocol {
-				spec.IPFamilies = append(spec.IPFamilies, v1.IPv6Protocol)
-			} else {
-				spec.IPFamilies = append(spec.IPFamilies, v1.IPv4Protocol)
-			}
-		}
-		return nil
-	}
-	if policy == v1.IPFamilyPolicyRequireDualStack {
-		el = append(el, field.Invalid(policyPath, spec.IPFamilyPolicy, "this cluster is not configured for dual-stack services"))
-	}
-	for i, fam := range spec.IPFamilies {
-		if fam != a.family {
-			el = append(el, field.Invalid(field.NewPath("spec", "ipFamilies").Index(i), fam, "not configured on this cluster"))
-		}
-	}
-	if len(el) > 0 {
-		return apierrors.NewInvalid(serviceKind, svc.Name, el)
-	}
-	if len(spec.IPFamilies) == 0 {
-		spec.IPFamilies = []v1.IPFamily{a.family}
-	}
-	return nil
-}
-
-// matchingPreferDualStack is upstream isMatchingPreferDualStackClusterIPFields:
-// a PreferDualStack Service whose IP fields did not change is left alone.
-func matchingPreferDualStack(svc, old *v1.Service) bool {
-	if old == nil || svc.Spec.IPFamilyPolicy == nil || old.Spec.Type != svc.Spec.Type {
-		return false
-	}
-	switch svc.Spec.Type {
-	case v1.ServiceTypeClusterIP, v1.ServiceTypeNodePort, v1.ServiceTypeLoadBalancer:
-	default:
-		return false
-	}
-	if *svc.Spec.IPFamilyPolicy != v1.IPFamilyPolicyPreferDualStack {
-		return false
-	}
-	if old.Spec.IPFamilyPolicy != nil && *old.Spec.IPFamilyPolicy != v1.IPFamilyPolicyPreferDualStack {
-		return false
-	}
-	return slices.Equal(old.Spec.ClusterIPs, svc.Spec.ClusterIPs) && slices.Equal(old.Spec.IPFamilies, svc.Spec.IPFamilies)
-}
-
-func familyOf(ip string) v1.IPFamily {
-	switch {
-	case netutils.IsIPv4String(ip):
-		return v1.IPv4Protocol
-	case netutils.IsIPv6String(ip):
-		return v1.IPv6Protocol
-	}
-	return "unknown"
-}
-
-var errWatchClosed = errors.New("service: allocation watch closed")

@@ -576,3 +576,33 @@ func TestMirrorFollowsStorage(t *testing.T) {
 		t.Fatalf("Allocated = %d, want 13", ips)
 	}
 }
+
+// TestIPv6Cluster: a single-stack IPv6 service CIDR.
+func TestIPv6Cluster(t *testing.T) {
+	ctx := context.Background()
+	w, _, store := newWriter(t, "fd00:10:96::/112")
+	svc, err := w.create(ctx, svcFromYAML(t, `{metadata: {name: a}, spec: {type: NodePort, selector: {app: a}, ports: [{port: 80}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr(svc.Spec.ClusterIP)
+	if !netip.MustParsePrefix("fd00:10:96::/112").Contains(ip) || ip.Less(netip.MustParseAddr("fd00:10:96::101")) ||
+		!slices.Equal(svc.Spec.IPFamilies, []v1.IPFamily{v1.IPv6Protocol}) {
+		t.Fatalf("clusterIP %s families %v", ip, svc.Spec.IPFamilies)
+	}
+	if _, err := w.create(ctx, svcFromYAML(t, `{metadata: {name: b}, spec: {clusterIP: "fd00:10:96::10", selector: {app: a}, ports: [{port: 80}]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.create(ctx, svcFromYAML(t, `{metadata: {name: c}, spec: {clusterIP: "fd00:10:97::10", selector: {app: a}, ports: [{port: 80}]}}`))
+	want := `Service "c" is invalid: spec.clusterIPs: Invalid value: ["fd00:10:97::10"]: failed to allocate IP fd00:10:97::10: the provided IP (fd00:10:97::10) is not in the valid range. The range of valid IPs is fd00:10:96::/112`
+	if statusMessage(err) != want {
+		t.Fatalf("error %q\nwant  %q", statusMessage(err), want)
+	}
+	_, err = w.create(ctx, svcFromYAML(t, `{metadata: {name: d}, spec: {clusterIP: 10.96.0.10, selector: {app: a}, ports: [{port: 80}]}}`))
+	if want := `Service "d" is invalid: spec.clusterIPs[0]: Invalid value: ["10.96.0.10"]: IPv4 is not configured on this cluster`; statusMessage(err) != want {
+		t.Fatalf("error %q", statusMessage(err))
+	}
+	if keys := store.keys(ClusterIPKeyPrefix); !slices.Contains(keys, ClusterIPKeyPrefix+"fd00:10:96::10") || len(keys) != 2 {
+		t.Fatalf("keys %v", keys)
+	}
+}

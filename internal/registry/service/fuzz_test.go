@@ -3,14 +3,49 @@ package service
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 )
+
+// fuzzAlloc is an allocator whose mirror is empty and never synced from a
+// store; its clock jumps past the reservation TTL on every call so picks made
+// by earlier inputs do not fill it up.
+var fuzzAlloc = func() *Allocations {
+	_, cidr, _ := net.ParseCIDR("10.96.0.0/12")
+	a, err := newAllocations(newMemStore(), cidr, DefaultNodePortRange, slog.New(slog.DiscardHandler))
+	if err != nil {
+		panic(err)
+	}
+	close(a.synced)
+	var now time.Time
+	a.now = func() time.Time {
+		now = now.Add(2 * reservationTTL)
+		return now
+	}
+	return a
+}()
+
+// allocate runs svc (prepared for create, or for update against old) through
+// the allocator, then conflicts on every key it wants to write and releases.
+func allocate(svc, old *v1.Service) {
+	ctx := context.Background()
+	ops, err := fuzzAlloc.Allocate(ctx, svc, old)
+	if err != nil {
+		return
+	}
+	for _, op := range ops {
+		_ = fuzzAlloc.Conflict(svc, op.Key)
+	}
+	_ = fuzzAlloc.Release(svc)
+}
 
 // exercise runs everything the registry does with a Service that needs no
 // storage: defaults, create and update preparation and validation (against
@@ -24,6 +59,7 @@ func exercise(svc *v1.Service) {
 	s.PrepareForCreate(ctx, c)
 	_ = s.Validate(ctx, c)
 	_ = keysOf(c)
+	allocate(c.DeepCopy(), nil)
 	_ = Cells(c, c.CreationTimestamp.Time)
 	_ = Fields(c)
 	old := &v1.Service{}
@@ -36,6 +72,7 @@ func exercise(svc *v1.Service) {
 		s.PrepareForUpdate(ctx, u, o)
 		_ = s.ValidateUpdate(ctx, u, o)
 		_ = keysOf(u)
+		allocate(u, o)
 		st := svc.DeepCopy()
 		s.PrepareForStatusUpdate(ctx, st, o)
 		_ = s.ValidateStatusUpdate(ctx, st, o)

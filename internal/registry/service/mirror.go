@@ -2,12 +2,18 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+	"weak"
+
+	v1 "k8s.io/api/core/v1"
 
 	"github.com/svcnet/svcnet/internal/allocator"
 	"github.com/svcnet/svcnet/internal/storage"
 )
+
+var errWatchClosed = errors.New("service: allocation watch closed")
 
 // Run keeps the in-memory mirror of the allocation keys current: it lists
 // AllocationsPrefix, then watches it from the list's revision, and starts over
@@ -126,5 +132,82 @@ func (a *Allocations) apply(ev storage.Event) {
 		if _, ok := a.reserved[key]; !ok {
 			a.setLocked(key, false)
 		}
+	}
+}
+
+// setLocked marks key's value taken or free in the mirror; values outside the
+// configured ranges are ignored. It reports whether the bit changed.
+func (a *Allocations) setLocked(key string, taken bool) bool {
+	ip, port, ok := parseKey(key)
+	switch {
+	case !ok:
+		return false
+	case ip.IsValid() && taken:
+		return a.ips.Allocate(ip) == nil
+	case ip.IsValid():
+		return a.ips.Release(ip)
+	case taken:
+		return a.ports.Allocate(port) == nil
+	default:
+		return a.ports.Release(port)
+	}
+}
+
+// takeLocked marks key taken and reserves it if it was free in the mirror.
+func (a *Allocations) takeLocked(key string) bool {
+	if !a.setLocked(key, true) {
+		return false
+	}
+	a.reserveLocked(key)
+	return true
+}
+
+// reserveLocked records that key was taken for an in-flight write.
+func (a *Allocations) reserveLocked(key string) {
+	a.seq++
+	d := a.now().Add(reservationTTL)
+	a.reserved[key] = a.seq
+	a.expiry = append(a.expiry, expiryEntry{deadline: d, seq: a.seq, key: key})
+}
+
+func (a *Allocations) recordAttemptLocked(svc *v1.Service, tx *allocTx) {
+	a.seq++
+	wp := weak.Make(svc)
+	at := attempt{seq: a.seq, taken: make(map[string]uint64, len(tx.taken)), dynamic: tx.dynamic}
+	for _, k := range tx.taken {
+		at.taken[k] = a.reserved[k]
+	}
+	a.attempts[wp] = at
+	a.expiry = append(a.expiry, expiryEntry{deadline: a.now().Add(reservationTTL), seq: a.seq, attempt: wp})
+}
+
+// expireLocked drops reservations and attempts past their deadline. A
+// reservation still present at its deadline was never seen in storage: its
+// write failed, so the value is free again.
+func (a *Allocations) expireLocked() {
+	now := a.now()
+	for ; a.expiryHead < len(a.expiry); a.expiryHead++ {
+		e := a.expiry[a.expiryHead]
+		if e.deadline.After(now) {
+			break
+		}
+		a.expiry[a.expiryHead] = expiryEntry{}
+		if e.key == "" {
+			if at, ok := a.attempts[e.attempt]; ok && at.seq == e.seq {
+				delete(a.attempts, e.attempt)
+			}
+			continue
+		}
+		if seq, ok := a.reserved[e.key]; ok && seq == e.seq {
+			delete(a.reserved, e.key)
+			a.setLocked(e.key, false)
+		}
+	}
+	// Compact once the consumed head is at least half the queue, so each
+	// entry is copied O(1) times.
+	if a.expiryHead > 0 && a.expiryHead*2 >= len(a.expiry) {
+		n := copy(a.expiry, a.expiry[a.expiryHead:])
+		a.expiry = a.expiry[:n]
+		a.expiryHead = 0
 	}
 }

@@ -263,18 +263,21 @@ func TestRepair(t *testing.T) {
 			mustTxn(storage.Put(ServicesPrefix+"default/garbled", []byte("not a service"), 0),
 				storage.Put(ClusterIPKeyPrefix+"10.96.4.4", Owner{Namespace: "default", Name: "garbled"}.value(), 0))
 
-			err := alloc.Repair(ctx)
-			if err == nil {
-				t.Fatal("Repair reported no problem")
+			problems, err := alloc.repair(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
-			msg := err.Error()
+			msg := strings.Join(problems, "\n")
 			for _, want := range []string{
 				"ClusterIP 10.96.3.3 is held by several Services: default/dup1, default/dup2",
 				"cannot decode /registry/core/services/default/garbled",
 			} {
 				if !strings.Contains(msg, want) {
-					t.Errorf("Repair error %q lacks %q", msg, want)
+					t.Errorf("Repair problems %q lack %q", msg, want)
 				}
+			}
+			if len(problems) != 2 {
+				t.Errorf("problems: %q", problems)
 			}
 			keys := func() []string {
 				kvs, _, _ := store.List(ctx, AllocationsPrefix, 0)
@@ -309,8 +312,8 @@ func TestRepair(t *testing.T) {
 
 			// Fix what Repair cannot, then a second run finds nothing to do.
 			mustTxn(storage.Delete(ServicesPrefix+"default/dup2", storage.Any), storage.Delete(ServicesPrefix+"default/garbled", storage.Any))
-			if err := alloc.Repair(ctx); err != nil {
-				t.Fatalf("second Repair: %v", err)
+			if problems, err := alloc.repair(ctx); err != nil || len(problems) != 0 {
+				t.Fatalf("second Repair: %v %q", err, problems)
 			}
 			rev, _ := store.CurrentRevision(ctx)
 			if err := alloc.Repair(ctx); err != nil {
@@ -377,8 +380,8 @@ func TestRepairRacingWrites(t *testing.T) {
 					break loop
 				default:
 				}
-				if err := alloc.Repair(ctx); err != nil {
-					t.Errorf("Repair: %v", err)
+				if problems, err := alloc.repair(ctx); err != nil || len(problems) != 0 {
+					t.Errorf("Repair: %v %q", err, problems)
 				}
 				repairs++
 			}

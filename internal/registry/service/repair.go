@@ -30,38 +30,56 @@ type holder struct {
 //   - creates the key of every value a Service holds but has no key,
 //   - deletes keys no Service holds (leaked) and rewrites keys naming a
 //     Service that does not hold the value,
-//   - reports values held by more than one Service, which it cannot fix.
+//   - logs (at Warn) what it cannot fix: a value held by more than one
+//     Service, a stored Service it cannot decode (whose keys it leaves alone),
+//     a ClusterIP outside the service CIDR. Like upstream, which reports these
+//     as events, it does not fail for them: the server must still start.
 //
 // Every fix is a transaction conditioned on what Repair read (the key's
 // revision; for a created key, the holding Service's revision — the Service
 // is rewritten unchanged, as storage.Interface has no read-only compare), so
 // Repair is safe against concurrent writes: a fix that races one is retried
-// from a fresh read, up to three passes. The error joins every problem left.
+// from a fresh read, up to three passes. The error is nil unless storage
+// failed.
 func (a *Allocations) Repair(ctx context.Context) error {
-	var err error
-	for pass := 1; pass <= repairPasses; pass++ {
-		var retry bool
-		retry, err = a.repairOnce(ctx)
-		if !retry {
-			return err
-		}
-		a.log.Info("allocation repair raced a write; repairing again", "pass", pass)
-	}
+	_, err := a.repair(ctx)
 	return err
 }
 
-// repairOnce does one pass. retry says a fix lost a race with a write.
-func (a *Allocations) repairOnce(ctx context.Context) (retry bool, err error) {
+// repair runs up to repairPasses passes and returns the unfixable problems
+// of the last one.
+func (a *Allocations) repair(ctx context.Context) (problems []string, err error) {
+	for pass := 1; pass <= repairPasses; pass++ {
+		var retry bool
+		problems, retry, err = a.repairOnce(ctx)
+		if err != nil || !retry {
+			break
+		}
+		if pass == repairPasses {
+			problems = append(problems, "service: repair kept racing concurrent writes; some allocations may be left for the next repair")
+			break
+		}
+		a.log.Info("allocation repair raced a write; repairing again", "pass", pass)
+	}
+	for _, p := range problems {
+		a.log.Warn("allocation repair: " + p)
+	}
+	return problems, err
+}
+
+// repairOnce does one pass. retry says a fix lost a race with a write; err
+// is a storage failure.
+func (a *Allocations) repairOnce(ctx context.Context) (problems []string, retry bool, err error) {
 	svcKVs, rev, err := a.store.List(ctx, ServicesPrefix, 0)
 	if err != nil {
-		return false, fmt.Errorf("service: repair: list services: %w", err)
+		return nil, false, fmt.Errorf("service: repair: list services: %w", err)
 	}
 	allocKVs, _, err := a.store.List(ctx, AllocationsPrefix, rev)
 	if err != nil {
-		return false, fmt.Errorf("service: repair: list allocations: %w", err)
+		return nil, false, fmt.Errorf("service: repair: list allocations: %w", err)
 	}
 
-	var problems []error
+	var failures []error
 	decoder := scheme.Codecs.UniversalDeserializer()
 	holders := map[string][]holder{}
 	undecodable := map[string]bool{} // "namespace/name" of Services we could not read
@@ -71,7 +89,7 @@ func (a *Allocations) repairOnce(ctx context.Context) (retry bool, err error) {
 		if err != nil || !ok {
 			name := strings.TrimPrefix(kv.Key, ServicesPrefix)
 			undecodable[name] = true
-			problems = append(problems, fmt.Errorf("service: repair: cannot decode %s (its allocations are left alone): %v", kv.Key, err))
+			problems = append(problems, fmt.Sprintf("cannot decode %s (its allocations are left alone): %v", kv.Key, err))
 			continue
 		}
 		for _, key := range keysOf(svc) {
@@ -91,7 +109,7 @@ func (a *Allocations) repairOnce(ctx context.Context) (retry bool, err error) {
 			return
 		}
 		if err != nil {
-			problems = append(problems, fmt.Errorf("service: repair: %s: %w", what, err))
+			failures = append(failures, fmt.Errorf("service: repair: %s: %w", what, err))
 			return
 		}
 		a.log.Info("allocation repair: "+what, args...)
@@ -130,11 +148,11 @@ func (a *Allocations) repairOnce(ctx context.Context) (retry bool, err error) {
 			for i, h := range hs {
 				names[i] = h.svc.Namespace + "/" + h.svc.Name
 			}
-			problems = append(problems, fmt.Errorf("service: repair: %s is held by several Services: %s", valueOf(key), strings.Join(names, ", ")))
+			problems = append(problems, fmt.Sprintf("%s is held by several Services: %s", valueOf(key), strings.Join(names, ", ")))
 		}
 		if ip, _, _ := parseKey(key); ip.IsValid() && !a.prefix.Contains(ip) {
-			a.log.Warn("allocation repair: ClusterIP is not within the service CIDR", "ip", ip, "cidr", a.prefix.String(),
-				"service", hs[0].svc.Namespace+"/"+hs[0].svc.Name)
+			problems = append(problems, fmt.Sprintf("ClusterIP %s of %s/%s is not within the service CIDR %s",
+				ip, hs[0].svc.Namespace, hs[0].svc.Name, a.prefix))
 		}
 		if _, ok := existing[key]; ok {
 			continue
@@ -144,7 +162,7 @@ func (a *Allocations) repairOnce(ctx context.Context) (retry bool, err error) {
 			storage.Put(key, ownerOf(h.svc).value(), 0),
 			storage.Put(h.kv.Key, h.kv.Value, h.kv.ModRevision))
 	}
-	return retry, errors.Join(problems...)
+	return problems, retry, errors.Join(failures...)
 }
 
 // sameOwner compares namespace and name, and the UIDs when both are known.

@@ -40,14 +40,17 @@ func (Strategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
 
 // PrepareForUpdate keeps the stored status, restores allocated values the
 // client left out, syncs clusterIP and clusterIPs, and clears what a type
-// change makes meaningless. Upstream does the first two in the storage's
-// BeginUpdate hook and the last in the strategy; the order is the same.
+// change makes meaningless. Upstream does the middle two in the storage's
+// BeginUpdate hook and the last in the strategy; the order is the same. The
+// rules read defaulted fields (upstream defaults on decode), so obj is
+// defaulted first; Default is idempotent.
 func (Strategy) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
 	svc, ok1 := obj.(*v1.Service)
 	oldSvc, ok2 := old.(*v1.Service)
 	if !ok1 || !ok2 {
 		return
 	}
+	setDefaults(svc)
 	svc.Status = oldSvc.Status
 	patchAllocatedValues(svc, oldSvc)
 	normalizeClusterIPs(svc, oldSvc)
