@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -111,4 +113,55 @@ func countServices(ctx context.Context, cs kubernetes.Interface, ns string) (int
 		return 0, fmt.Errorf("bench: list services in %s: %w", ns, err)
 	}
 	return len(l.Items), nil
+}
+
+// deleteAll deletes every Service in ns, one request each from all clients
+// in parallel (Services have no deletecollection, upstream neither), and
+// waits, bounded by timeout, until the namespace is empty. It returns how
+// many it found to delete.
+func deleteAll(ctx context.Context, clients []kubernetes.Interface, ns string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	l, err := clients[0].CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("bench: list %s for delete: %w", ns, err)
+	}
+	n := len(l.Items)
+	names := make(chan string, n)
+	for _, s := range l.Items {
+		names <- s.Name
+	}
+	close(names)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	for _, c := range clients {
+		wg.Go(func() {
+			for name := range names {
+				err := c.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{})
+				if err != nil && !apierrors.IsNotFound(err) {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		return n, fmt.Errorf("bench: %d of %d deletes in %s failed, first: %w", f, n, ns, *firstErr.Load())
+	}
+	for {
+		left, err := countServices(ctx, clients[0], ns)
+		if err != nil {
+			return n, err
+		}
+		if left == 0 {
+			return n, nil
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("bench: %d Services still in %s after %s", left, ns, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -164,12 +164,23 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clkTck
 }
 
-// perOp formats cpu/n in microseconds, or "n/a".
-func perOp(cpu time.Duration, n int) string {
+// perOpDur returns cpu/n, or 0 when either is zero.
+func perOpDur(cpu time.Duration, n int) time.Duration {
 	if cpu <= 0 || n == 0 {
+		return 0
+	}
+	return cpu / time.Duration(n)
+}
+
+// perOp formats cpu/n in microseconds, or "n/a".
+func perOp(cpu time.Duration, n int) string { return us(perOpDur(cpu, n)) }
+
+// us formats d in microseconds, or "n/a" for 0.
+func us(d time.Duration) string {
+	if d <= 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.0f us", float64(cpu.Microseconds())/float64(n))
+	return fmt.Sprintf("%d us", d.Microseconds())
 }
 
 // selfCPU returns this process's user+system CPU time so far.

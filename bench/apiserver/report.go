@@ -126,23 +126,34 @@ func (res *results) print(out io.Writer, o options) {
 	}
 	t1.note("each row: %d rounds of (raw puts for %s, then API creates for %s), at most %d writes per side; every API create allocated a ClusterIP (checked)",
 		o.rounds, o.rateDuration/time.Duration(o.rounds), o.rateDuration/time.Duration(o.rounds), o.rateMaxOps)
-	t1.note("'existing svcs' is the count when the 1-client row starts; the rows' own creates add to it")
+	t1.note("'existing svcs' is the count in the whole cluster when the row starts; each row creates into an empty namespace and deletes its Services afterwards")
 	t1.note("see 1c for where the CPU goes: the server, its etcd and the clients share the machine")
-	t1.note("'existing svcs' %d: namespace %s was filled with %d clients at %.0f creates/s (%d created, %d failed, %.1fs)",
-		res.stored, nsBench, 8, res.fill.perSec(), res.fill.ok, res.fill.failed, res.fill.elapsed.Seconds())
+	t1.note("before the last two rows, namespace %s was filled to %d Services with 8 clients at %.0f creates/s (%d created, %d failed, %.1fs)",
+		nsBench, res.stored, res.fill.perSec(), res.fill.ok, res.fill.failed, res.fill.elapsed.Seconds())
+	for _, r := range res.rates {
+		d := fmt.Sprintf("after the row (existing=%d, clients=%d) its %d Services were deleted by 8 clients in %.1fs", r.existing, r.conc, r.deleted, r.deleteTook.Seconds())
+		if r.deleteErr != nil {
+			d += fmt.Sprintf(": %v", r.deleteErr)
+		}
+		t1.note("%s", d)
+	}
 	if res.fill.firstErr != nil {
 		t1.note("first fill error: %v", res.fill.firstErr)
 	}
 	t1.print(out)
 
 	t1b := &table{
-		title: fmt.Sprintf("1b. API create rate with %d existing Services vs with 0", res.stored),
-		head:  []string{"clients", "create/s at 0", fmt.Sprintf("create/s at %d", res.stored), "at N / at 0"},
+		title: fmt.Sprintf("1b. API create rate with %d Services in namespace %s vs with none", res.stored, nsBench),
+		head: []string{"clients", "create/s at 0", fmt.Sprintf("create/s at %d", res.stored), "at N / at 0",
+			"server CPU/create at 0", "at N", "at N / at 0"},
 	}
 	for i := 0; i < 2 && i+2 < len(res.rates); i++ {
 		a0, aN := res.rates[i], res.rates[i+2]
-		t1b.add(strconv.Itoa(a0.conc), fmt.Sprintf("%.0f", a0.api.perSec()), fmt.Sprintf("%.0f", aN.api.perSec()), ratio(aN.api.perSec(), a0.api.perSec()))
+		c0, cN := perOpDur(a0.apiCPU, a0.api.ok+a0.api.failed), perOpDur(aN.apiCPU, aN.api.ok+aN.api.failed)
+		t1b.add(strconv.Itoa(a0.conc), fmt.Sprintf("%.0f", a0.api.perSec()), fmt.Sprintf("%.0f", aN.api.perSec()), ratio(aN.api.perSec(), a0.api.perSec()),
+			us(c0), us(cN), ratio(float64(cN), float64(c0)))
 	}
+	t1b.note("the rate ratio moves with other load on the machine; server CPU per create does not, and shows whether the cost grows with the Services stored")
 	t1b.print(out)
 
 	t1c := &table{

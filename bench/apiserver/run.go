@@ -22,6 +22,7 @@ import (
 
 const (
 	nsBench = "bench"        // holds exactly -services Services for LIST and RSS
+	nsAt0   = "bench-at-0"   // the create rate measured with no Services yet
 	nsAtN   = "bench-at-n"   // the create rate measured with -services in place
 	nsWatch = "bench-watch"  // watched creates
 	nsWarm  = "bench-warmup" // warm-up creates and the sample value
@@ -38,6 +39,10 @@ type rates struct {
 	// rawSelf and apiSelf are the bench process's own CPU time (the
 	// clients; with -own-etcd-dir also that etcd).
 	rawSelf, apiSelf time.Duration
+	// deleted Services were removed after the row in deleteTook.
+	deleted    int
+	deleteTook time.Duration
+	deleteErr  error
 }
 
 func run(ctx context.Context, log *slog.Logger, o options) error {
@@ -63,7 +68,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if err := waitReady(ctx, admin[0], o.waitReady); err != nil {
 		return err
 	}
-	if err := ensureNamespaces(ctx, admin[0], nsBench, nsAtN, nsWatch, nsWarm); err != nil {
+	if err := ensureNamespaces(ctx, admin[0], nsBench, nsAt0, nsAtN, nsWatch, nsWarm); err != nil {
 		return err
 	}
 
@@ -86,11 +91,18 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	res := &results{etcdWhere: etcdWhere, valueFrom: valueFrom, valueLen: len(value), loadStart: loadStart,
 		warmOK: warm.ok, rssStart: readRSS(o.serverPID), phases: ph.t}
 
-	measure := func(existing int, ns, prefix string) {
+	// measure runs one row per concurrency. Every row writes into an empty
+	// namespace that is emptied again afterwards (and the raw keys deleted),
+	// so each row starts with the same number of Services in the cluster.
+	measure := func(ns, prefix string) error {
 		for _, c := range []struct {
 			n  int
 			cs []kubernetes.Interface
 		}{{1, one}, {8, eight}} {
+			existing, err := countServices(ctx, admin[0], metav1.NamespaceAll)
+			if err != nil {
+				return err
+			}
 			log.Info("raw etcd puts and API creates, interleaved", "clients", c.n, "existing", existing, "rounds", o.rounds)
 			r := rates{existing: existing, conc: c.n}
 			// Interleave short raw and API slices so drift in fsync latency
@@ -108,11 +120,20 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 				r.rawSelf += self1 - self0
 				r.apiSelf += self2 - self1
 			}
+			t0 := time.Now()
+			if err := cleanRaw(ctx, ec); err != nil {
+				return fmt.Errorf("bench: delete raw keys: %w", err)
+			}
+			r.deleted, r.deleteErr = deleteAll(ctx, eight, ns, 3*time.Minute)
+			r.deleteTook = time.Since(t0)
 			res.rates = append(res.rates, r)
 		}
+		return nil
 	}
 	ph.done("start, warm-up")
-	measure(0, nsBench, "at0")
+	if err := measure(nsAt0, "at0"); err != nil {
+		return err
+	}
 	ph.done("rates at 0 (raw + API)")
 
 	// Fill the bench namespace up to -services with 8 clients.
@@ -140,7 +161,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	res.watch, res.watchErr = measureWatch(ctx, one[0], watchClients, nsWatch, o.watchCreates, o.watchInterval)
 	ph.done("watch")
 
-	measure(res.stored, nsAtN, "atn")
+	if err := measure(nsAtN, "atn"); err != nil {
+		return err
+	}
 	ph.done("rates at N (raw + API)")
 	res.rssEnd = readRSS(o.serverPID)
 	res.total, _ = countServices(ctx, admin[0], "") // only for the report

@@ -299,8 +299,7 @@ func (s *Server) updateObject(rq *request, name string, sub subKind, o writeOpts
 			return updateResult{}, conflictModified(res.groupResource(), name)
 		}
 		if uid := m.GetUID(); uid != "" && uid != cm.GetUID() {
-			return updateResult{}, apierrors.NewConflict(res.groupResource(), name,
-				fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, cm.GetUID()))
+			return updateResult{}, apierrors.NewConflict(res.groupResource(), name, preconditionFailed("UID", string(uid), string(cm.GetUID())))
 		}
 		obj, err = s.prepareUpdate(rq, sub, obj, cur)
 		if err != nil {
@@ -308,14 +307,15 @@ func (s *Server) updateObject(rq *request, name string, sub subKind, o writeOpts
 		}
 
 		if shouldDeleteDuringUpdate(obj, cur) {
-			out, err := s.removeFromStorage(ctx, res, cur, kv, o.dryRun)
+			// Release what storage records (cur), answer with the update.
+			removed, err := s.removeFromStorage(ctx, res, cur, kv, o.dryRun)
 			if isRetryable(err) {
 				continue
 			}
 			if err != nil {
 				return updateResult{}, err
 			}
-			_ = out
+			objectMeta(obj).SetResourceVersion(objectMeta(removed).GetResourceVersion())
 			return updateResult{obj: obj, deleted: true}, nil
 		}
 

@@ -36,6 +36,13 @@ import (
 // propagationPolicy is accepted; Foreground and Orphan behave as Background
 // (there is no garbage collector in this package).
 
+// immortalNamespaces may not be deleted (kube-apiserver's NamespaceLifecycle).
+var immortalNamespaces = map[string]bool{
+	metav1.NamespaceDefault: true,
+	metav1.NamespaceSystem:  true,
+	metav1.NamespacePublic:  true,
+}
+
 // errRetry reports that the object changed under a delete; the caller
 // re-reads and tries again.
 var errRetry = errors.New("apiserver: object changed, retry")
@@ -59,7 +66,7 @@ func (s *Server) handleDelete(rq *request) {
 		return
 	}
 	code := http.StatusOK
-	//nolint:staticcheck // OrphanDependents is deprecated but still honoured for the status code, as upstream.
+	//lint:ignore SA1019 deprecated, but kube-apiserver still answers 202 for it.
 	if opts.OrphanDependents != nil && !*opts.OrphanDependents {
 		code = http.StatusAccepted
 	}
@@ -138,6 +145,9 @@ func (s *Server) deleteObject(ctx context.Context, res *resource, ns, name strin
 			return nil, false, err
 		}
 		if isCoreNamespaces(res) {
+			if immortalNamespaces[name] {
+				return nil, false, apierrors.NewForbidden(res.groupResource(), name, errors.New("this namespace may not be deleted"))
+			}
 			out, err := s.markNamespaceTerminating(ctx, res, cur, kv, dryRun)
 			if isRetryable(err) {
 				continue
@@ -171,12 +181,10 @@ func checkDeletePreconditions(res *resource, cur runtime.Object, p *metav1.Preco
 	}
 	m := objectMeta(cur)
 	if p.UID != nil && *p.UID != m.GetUID() {
-		return apierrors.NewConflict(res.groupResource(), m.GetName(),
-			fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *p.UID, m.GetUID()))
+		return apierrors.NewConflict(res.groupResource(), m.GetName(), preconditionFailed("UID", string(*p.UID), string(m.GetUID())))
 	}
 	if p.ResourceVersion != nil && *p.ResourceVersion != m.GetResourceVersion() {
-		return apierrors.NewConflict(res.groupResource(), m.GetName(),
-			fmt.Errorf("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", *p.ResourceVersion, m.GetResourceVersion()))
+		return apierrors.NewConflict(res.groupResource(), m.GetName(), preconditionFailed("ResourceVersion", *p.ResourceVersion, m.GetResourceVersion()))
 	}
 	return nil
 }

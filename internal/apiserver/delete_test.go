@@ -1,8 +1,11 @@
+//lint:file-ignore SA1019 the server still serves core/v1 Endpoints, as kube-apiserver does.
+
 package apiserver
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -133,7 +136,6 @@ func TestDeleteServiceRemovesEndpoints(t *testing.T) {
 	if _, err := env.cs.CoreV1().Services("default").Create(ctx, webService("web"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	//nolint:staticcheck // Endpoints are served for compatibility.
 	if _, err := env.cs.CoreV1().Endpoints("default").Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,6 @@ func TestDeleteServiceRemovesEndpoints(t *testing.T) {
 	if err := env.cs.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	//nolint:staticcheck
 	if _, err := env.cs.CoreV1().Endpoints("default").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("endpoints after service delete: %v", err)
 	}
@@ -188,6 +189,10 @@ func TestDeleteNamespace(t *testing.T) { testDeleteNamespace(t, newTestEnv(t)) }
 
 func testDeleteNamespace(t *testing.T, env *testEnv) {
 	ctx := context.Background()
+	err := env.cs.CoreV1().Namespaces().Delete(ctx, "default", metav1.DeleteOptions{})
+	if !apierrors.IsForbidden(err) || err.Error() != `namespaces "default" is forbidden: this namespace may not be deleted` {
+		t.Errorf("delete default namespace: %v", err)
+	}
 	if _, err := env.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "doomed"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,24 +204,40 @@ func testDeleteNamespace(t *testing.T, env *testEnv) {
 	if _, err := env.cs.CoreV1().Services("doomed").Create(ctx, webService("web"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// A pod on a node keeps the namespace Terminating until its node agent
+	// removes it.
+	pods := env.cs.CoreV1().Pods("doomed")
+	if _, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := env.cs.CoreV1().Namespaces().Delete(ctx, "doomed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Right after the delete it is Terminating (or already gone).
-	if ns, err := env.cs.CoreV1().Namespaces().Get(ctx, "doomed", metav1.GetOptions{}); err == nil {
-		if ns.Status.Phase != corev1.NamespaceTerminating || ns.DeletionTimestamp == nil {
-			t.Errorf("namespace after delete: %+v", ns)
-		}
-		_, err := env.cs.CoreV1().ConfigMaps("doomed").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late"}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsForbidden(err) {
-			t.Errorf("create in terminating namespace: %v, want Forbidden", err)
-		}
+	eventually(t, "namespace content deleted", func() bool {
+		cms, err := env.cs.CoreV1().ConfigMaps("doomed").List(ctx, metav1.ListOptions{})
+		pod, perr := pods.Get(ctx, "p", metav1.GetOptions{})
+		return err == nil && len(cms.Items) == 0 && perr == nil && pod.DeletionTimestamp != nil
+	})
+	ns, err := env.cs.CoreV1().Namespaces().Get(ctx, "doomed", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("namespace gone while a pod is terminating: %v", err)
+	}
+	if ns.Status.Phase != corev1.NamespaceTerminating || ns.DeletionTimestamp == nil {
+		t.Errorf("namespace after delete: %+v", ns)
+	}
+	_, err = env.cs.CoreV1().ConfigMaps("doomed").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late"}}, metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "because it is being terminated") {
+		t.Errorf("create in terminating namespace: %v, want Forbidden", err)
+	}
+
+	if err := pods.Delete(ctx, "p", *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
 	}
 	eventually(t, "namespace removed", func() bool {
 		_, err := env.cs.CoreV1().Namespaces().Get(ctx, "doomed", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-	for _, prefix := range []string{"/registry/core/configmaps/doomed/", "/registry/core/services/doomed/"} {
+	for _, prefix := range []string{"/registry/core/configmaps/doomed/", "/registry/core/services/doomed/", "/registry/core/pods/doomed/"} {
 		kvs, _, err := env.store.List(ctx, prefix, 0)
 		if err != nil || len(kvs) != 0 {
 			t.Errorf("left in %s: %d objects (%v)", prefix, len(kvs), err)

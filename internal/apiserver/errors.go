@@ -82,6 +82,12 @@ func conflictModified(gr schema.GroupResource, name string) error {
 // optimisticLockErrorMsg is kube-apiserver's text for a stale update.
 const optimisticLockErrorMsg = "the object has been modified; please apply your changes to the latest version and try again"
 
+// preconditionFailed is kube-apiserver's text for a failed uid or
+// resourceVersion precondition.
+func preconditionFailed(field, want, have string) error {
+	return errors.New("Precondition failed: " + field + " in precondition: " + want + ", " + field + " in object meta: " + have)
+}
+
 // warningHeader formats one Warning header value (RFC 7234, code 299 as
 // kube-apiserver sends them).
 func warningHeader(text string) string {

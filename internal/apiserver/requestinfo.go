@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/fields"
 )
 
@@ -121,7 +121,7 @@ func parseRequestInfo(r *http.Request) *requestInfo {
 		}
 		if info.verb == "list" || info.verb == "watch" {
 			if sel, err := fields.ParseSelector(r.URL.Query().Get("fieldSelector")); err == nil {
-				if name, ok := sel.RequiresExactMatch("metadata.name"); ok && len(path.IsValidPathSegmentName(name)) == 0 {
+				if name, ok := sel.RequiresExactMatch("metadata.name"); ok && len(content.IsPathSegmentName(name)) == 0 {
 					info.name = name
 				}
 			}

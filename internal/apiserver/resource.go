@@ -62,9 +62,11 @@ func (s *Server) newResource(k *registry.Kind) (*resource, error) {
 		jsonEncoder:    s.codecs.EncoderForVersion(s.jsonInfo.Serializer, gvk.GroupVersion()),
 	}
 	if k.Fields != nil {
-		for label := range k.Fields(k.New()) {
-			r.fieldLabels[label] = true
+		labels, err := fieldLabelsOf(k)
+		if err != nil {
+			return nil, err
 		}
+		r.fieldLabels = labels
 	}
 	if !s.scheme.Recognizes(gvk) {
 		return nil, fmt.Errorf("apiserver: kind %s is not in the client-go scheme", gvk)
@@ -97,6 +99,22 @@ func (s *Server) newResource(k *registry.Kind) (*resource, error) {
 		}
 	}
 	return r, nil
+}
+
+// fieldLabelsOf returns the field-selector labels a kind supports: the keys
+// Kind.Fields returns for an empty object (so Fields must return every label
+// it supports for any object).
+func fieldLabelsOf(k *registry.Kind) (labels map[string]bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("apiserver: kind %s: Fields panics on an empty object: %v", k.Resource, p)
+		}
+	}()
+	labels = map[string]bool{}
+	for label := range k.Fields(k.New()) {
+		labels[label] = true
+	}
+	return labels, nil
 }
 
 func (s *Server) newFieldManager(gvk schema.GroupVersionKind, subresource string, reset map[fieldpath.APIVersion]fieldpath.Filter) (*managedfields.FieldManager, error) {

@@ -207,8 +207,7 @@ func (s *Server) handleBinding(rq *request) {
 		}
 		pod := obj.(*corev1.Pod)
 		if uid := binding.UID; uid != "" && uid != pod.UID {
-			rq.writeError(apierrors.NewConflict(rq.res.groupResource(), name,
-				fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, pod.UID)))
+			rq.writeError(apierrors.NewConflict(rq.res.groupResource(), name, preconditionFailed("UID", string(uid), string(pod.UID))))
 			return
 		}
 		if pod.DeletionTimestamp != nil {

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
 )
 
@@ -106,5 +105,3 @@ func translateTimestampSince(t metav1.Time) string {
 	}
 	return duration.HumanDuration(time.Since(t.Time))
 }
-
-var tableGVK = schema.GroupVersionKind{Group: metav1.GroupName, Version: "v1", Kind: "Table"}

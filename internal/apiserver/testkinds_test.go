@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the server still serves core/v1 Endpoints, as kube-apiserver does.
+
 package apiserver
 
 import (

@@ -62,7 +62,7 @@ func (s *Server) handleWatch(rq *request) {
 	res := rq.res
 
 	timeout := time.Duration(float64(30*time.Minute) * (1 + rand.Float64()))
-	if opts.TimeoutSeconds != nil {
+	if opts.TimeoutSeconds != nil && *opts.TimeoutSeconds > 0 {
 		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
 	}
 	ctx, cancel := context.WithTimeout(rq.ctx, timeout)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	"github.com/svcnet/svcnet/internal/apiserver/internal/memstore"
 )
@@ -337,4 +338,53 @@ func containsLine(text, line string) bool {
 		}
 	}
 	return false
+}
+
+func TestWatchPeriodicBookmark(t *testing.T) {
+	env := newTestEnv(t)
+	env.s.bookmarkInterval = 20 * time.Millisecond
+	ctx := context.Background()
+	cm, err := env.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rawWatch(t, env, "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&resourceVersion="+cm.ResourceVersion)
+	typ, obj := next()
+	md := obj["metadata"].(map[string]interface{})
+	if typ != "BOOKMARK" || obj["kind"] != "ConfigMap" || md["resourceVersion"] != cm.ResourceVersion {
+		t.Errorf("periodic event %s %v, want BOOKMARK at %s", typ, obj, cm.ResourceVersion)
+	}
+}
+
+func TestMetadataClient(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := context.Background()
+	mc, err := metadata.NewForConfig(env.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := mc.Resource(corev1.SchemeGroupVersion.WithResource("configmaps")).Namespace("default")
+	if _, err := env.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a", Labels: map[string]string{"k": "v"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := cms.List(ctx, metav1.ListOptions{})
+	if err != nil || len(list.Items) != 1 || list.Items[0].Labels["k"] != "v" {
+		t.Fatalf("metadata list: %v %+v", err, list)
+	}
+	w, err := cms.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := env.cs.CoreV1().ConfigMaps("default").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, w)
+	if p, ok := ev.Object.(*metav1.PartialObjectMetadata); ev.Type != watch.Deleted || !ok || p.Name != "a" {
+		t.Errorf("metadata watch event %v %#v", ev.Type, ev.Object)
+	}
+	got, err := cms.Get(ctx, "a", metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("metadata get after delete: %v %v", got, err)
+	}
 }

@@ -30,12 +30,10 @@ type TokenEntry struct {
 // ParseTokenFile parses a token file in kube-apiserver's --token-auth-file
 // format: CSV records of token, user name, user uid and an optional
 // comma-separated group list. Records with an empty token are skipped, as
-// upstream does.
+// upstream does. Like upstream, there is no comment syntax.
 func ParseTokenFile(r io.Reader) ([]TokenEntry, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
-	cr.TrimLeadingSpace = true
-	cr.Comment = '#'
 	var out []TokenEntry
 	for {
 		rec, err := cr.Read()

@@ -57,11 +57,13 @@ const (
 	shutdownTimeout = 10 * time.Second
 	// readyTimeout bounds waiting for the server's own /readyz at start.
 	readyTimeout = 60 * time.Second
+	// etcdPingTimeout bounds the first request to etcd at start.
+	etcdPingTimeout = 30 * time.Second
 )
 
 // Run runs the API server until ctx is cancelled or a component fails. It
 // returns nil after a clean shutdown caused by ctx.
-func Run(ctx context.Context, cfg Config) (err error) {
+func Run(ctx context.Context, cfg Config) error {
 	r, err := cfg.resolve()
 	if err != nil {
 		return err
@@ -129,7 +131,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	stack.push("etcd client", store.Close)
-	if _, err := store.CurrentRevision(ctx); err != nil {
+	// clientv3 dials lazily and retries forever: bound the first request so
+	// an unreachable --etcd-servers fails the start instead of hanging it.
+	pingCtx, cancelPing := context.WithTimeout(ctx, etcdPingTimeout)
+	_, err = store.CurrentRevision(pingCtx)
+	cancelPing()
+	if err != nil {
 		return fmt.Errorf("server: etcd %v not reachable: %w", endpoints, err)
 	}
 

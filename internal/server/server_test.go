@@ -180,10 +180,28 @@ func TestRunFailedStartReleasesEverything(t *testing.T) {
 	runServer(t, cfg)
 }
 
-func TestRunConfigErrors(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.ServiceClusterIPRange = "not-a-cidr"
-	if err := Run(context.Background(), cfg); err == nil {
-		t.Fatal("Run with a bad CIDR succeeded")
+func TestRunStartErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		modify  func(*Config)
+		wantErr string
+	}{
+		{"bad CIDR", func(c *Config) { c.ServiceClusterIPRange = "not-a-cidr" }, "--service-cluster-ip-range"},
+		// Nothing listens there: the start must fail, not hang.
+		{"unreachable external etcd", func(c *Config) {
+			c.EtcdServers = []string{fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+		}, "not reachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir())
+			tt.modify(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			err := Run(ctx, cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Run = %v, want an error mentioning %q", err, tt.wantErr)
+			}
+		})
 	}
 }

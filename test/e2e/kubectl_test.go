@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,21 @@ import (
 // walk-through with the real kubectl command tree.
 func TestKubectlServiceWorkflow(t *testing.T) {
 	s := startServer(t, serverOptions{})
+
+	t.Run("version", func(t *testing.T) {
+		out := s.mustKubectl("version", "-o", "json")
+		var v struct {
+			ClientVersion struct{ GitVersion string }
+			ServerVersion struct{ GitVersion, Major, Minor string }
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("kubectl version -o json: %v\n%s", err, out)
+		}
+		if v.ClientVersion.GitVersion != "v1.37.2" || v.ServerVersion.Major != "1" || v.ServerVersion.Minor != "37" ||
+			!strings.HasPrefix(v.ServerVersion.GitVersion, "v1.37.2") {
+			t.Errorf("versions = %+v", v)
+		}
+	})
 
 	t.Run("create seed ClusterIP service", func(t *testing.T) {
 		out := s.mustKubectl("create", "-f", example("service-clusterip.yaml"))

@@ -58,7 +58,17 @@ func runMain(m *testing.M) int {
 	}
 	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
 	svcnetBin = filepath.Join(dir, "svcnet")
-	build := exec.Command("go", "build", "-o", svcnetBin, "./cmd/svcnet")
+	// The same version stamps as `make build`, so `svcnet kubectl version`
+	// reports a real client version.
+	ldflags := strings.Join([]string{
+		"-X k8s.io/component-base/version.gitVersion=v1.37.2",
+		"-X k8s.io/component-base/version.gitMajor=1",
+		"-X k8s.io/component-base/version.gitMinor=37",
+		"-X k8s.io/client-go/pkg/version.gitVersion=v1.37.2",
+		"-X k8s.io/client-go/pkg/version.gitMajor=1",
+		"-X k8s.io/client-go/pkg/version.gitMinor=37",
+	}, " ")
+	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", svcnetBin, "./cmd/svcnet")
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

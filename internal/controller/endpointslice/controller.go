@@ -1,0 +1,554 @@
+package endpointslice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	endpointslicerec "k8s.io/endpointslice"
+	endpointslicemetrics "k8s.io/endpointslice/metrics"
+	"k8s.io/endpointslice/topologycache"
+	endpointsliceutil "k8s.io/endpointslice/util"
+
+	"github.com/svcnet/svcnet/internal/controller/endpointslice/selectorindex"
+)
+
+const (
+	// ControllerName is the endpointslice.kubernetes.io/managed-by value of
+	// the slices this controller owns.
+	ControllerName = "endpointslice-controller.k8s.io"
+
+	// DefaultMaxEndpointsPerSlice is kube-controller-manager's
+	// --max-endpoints-per-slice default.
+	DefaultMaxEndpointsPerSlice = 100
+
+	// maxRetries bounds the error retries of one Service (1 s doubling).
+	maxRetries = 15
+
+	// endpointSliceChangeMinSyncDelay batches the syncs that slice changes
+	// made by others trigger (upstream's value).
+	endpointSliceChangeMinSyncDelay = time.Second
+
+	defaultSyncBackOff = time.Second
+	maxSyncBackOff     = 1000 * time.Second
+
+	// Stale-cache retries: see the package doc.
+	staleBaseDelay = 5 * time.Millisecond
+	staleMaxDelay  = time.Second
+
+	topologyQueueItemKey = "topologyQueueItemKey"
+
+	eventComponent = "endpoint-slice-controller"
+)
+
+// Config configures a Controller.
+type Config struct {
+	// Client writes slices and Events.
+	Client kubernetes.Interface
+	// Informers supplies the pod, Service, Node and EndpointSlice informers;
+	// the caller starts it after New.
+	Informers informers.SharedInformerFactory
+	// Logger receives the controller's logs (default slog.Default()).
+	Logger *slog.Logger
+	// MaxEndpointsPerSlice defaults to DefaultMaxEndpointsPerSlice.
+	MaxEndpointsPerSlice int32
+	// EndpointUpdatesBatchPeriod delays syncs triggered by pod changes
+	// (kube-controller-manager's --endpointslice-updates-batch-period,
+	// default 0).
+	EndpointUpdatesBatchPeriod time.Duration
+}
+
+// Controller keeps the EndpointSlices of selector Services.
+type Controller struct {
+	client  kubernetes.Interface
+	logger  *slog.Logger
+	klogger logr.Logger // the same sink, for the reconciler library
+
+	eventBroadcaster record.EventBroadcaster
+	eventRecorder    record.EventRecorder
+
+	serviceLister       corelisters.ServiceLister
+	serviceIndexer      cache.Indexer
+	podIndexer          cache.Indexer
+	nodeLister          corelisters.NodeLister
+	endpointSliceLister discoverylisters.EndpointSliceLister
+	synced              []cache.InformerSynced
+
+	reconciler           *endpointslicerec.Reconciler
+	endpointSliceTracker *endpointsliceutil.EndpointSliceTracker
+	triggerTimeTracker   *endpointsliceutil.TriggerTimeTracker
+	topologyCache        *topologycache.TopologyCache
+
+	serviceQueue  workqueue.TypedRateLimitingInterface[string]
+	podQueue      workqueue.TypedRateLimitingInterface[*endpointsliceutil.PodProjectionKey]
+	topologyQueue workqueue.TypedRateLimitingInterface[string]
+	staleBackoff  workqueue.TypedRateLimiter[string]
+
+	maxEndpointsPerSlice       int32
+	endpointUpdatesBatchPeriod time.Duration
+	workerLoopPeriod           time.Duration
+}
+
+// New builds the controller and registers its informer handlers and
+// indexes; start cfg.Informers afterwards, then call Run.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Client == nil || cfg.Informers == nil {
+		return nil, errors.New("endpointslice: Config.Client and Config.Informers are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("component", "endpointslice-controller")
+	if cfg.MaxEndpointsPerSlice <= 0 {
+		cfg.MaxEndpointsPerSlice = DefaultMaxEndpointsPerSlice
+	}
+	endpointslicemetrics.RegisterMetrics()
+
+	broadcaster := record.NewBroadcaster()
+	c := &Controller{
+		client:           cfg.Client,
+		logger:           logger,
+		klogger:          logr.FromSlogHandler(logger.Handler()),
+		eventBroadcaster: broadcaster,
+		eventRecorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: eventComponent}),
+		// Upstream's limiter: 1 s doubling per Service, 10 qps overall for
+		// retries, so a broken Service cannot hammer the API server.
+		serviceQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedMaxOfRateLimiter(
+				workqueue.NewTypedItemExponentialFailureRateLimiter[string](defaultSyncBackOff, maxSyncBackOff),
+				&workqueue.TypedBucketRateLimiter[string]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
+			),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "endpoint_slice"},
+		),
+		podQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[*endpointsliceutil.PodProjectionKey](),
+			workqueue.TypedRateLimitingQueueConfig[*endpointsliceutil.PodProjectionKey]{Name: "endpoint_slice_pod"},
+		),
+		topologyQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "endpoint_slice_topology"},
+		),
+		staleBackoff:               workqueue.NewTypedItemExponentialFailureRateLimiter[string](staleBaseDelay, staleMaxDelay),
+		endpointSliceTracker:       endpointsliceutil.NewEndpointSliceTracker(),
+		triggerTimeTracker:         endpointsliceutil.NewTriggerTimeTracker(),
+		topologyCache:              topologycache.NewTopologyCache(),
+		maxEndpointsPerSlice:       cfg.MaxEndpointsPerSlice,
+		endpointUpdatesBatchPeriod: cfg.EndpointUpdatesBatchPeriod,
+		workerLoopPeriod:           time.Second,
+	}
+
+	svcInformer := cfg.Informers.Core().V1().Services()
+	podInformer := cfg.Informers.Core().V1().Pods()
+	nodeInformer := cfg.Informers.Core().V1().Nodes()
+	sliceInformer := cfg.Informers.Discovery().V1().EndpointSlices()
+	if err := selectorindex.AddServiceIndex(svcInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("endpointslice: %w", err)
+	}
+	if err := selectorindex.AddPodIndex(podInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("endpointslice: %w", err)
+	}
+
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{svcInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.queueService,
+			UpdateFunc: func(_, cur interface{}) { c.queueService(cur) },
+			DeleteFunc: c.queueService,
+		}},
+		{podInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj interface{}) { c.onPodUpdate(nil, obj) },
+			UpdateFunc: c.onPodUpdate,
+			DeleteFunc: func(obj interface{}) { c.onPodUpdate(obj, nil) },
+		}},
+		{nodeInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(interface{}) { c.topologyQueue.Add(topologyQueueItemKey) },
+			UpdateFunc: c.onNodeUpdate,
+			DeleteFunc: func(interface{}) { c.topologyQueue.Add(topologyQueueItemKey) },
+		}},
+		{sliceInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.onEndpointSliceAdd,
+			UpdateFunc: c.onEndpointSliceUpdate,
+			DeleteFunc: c.onEndpointSliceDelete,
+		}},
+	}
+	for _, h := range handlers {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			return nil, fmt.Errorf("endpointslice: add event handler: %w", err)
+		}
+		c.synced = append(c.synced, h.inf.HasSynced)
+	}
+	c.serviceLister = svcInformer.Lister()
+	c.serviceIndexer = svcInformer.Informer().GetIndexer()
+	c.podIndexer = podInformer.Informer().GetIndexer()
+	c.nodeLister = nodeInformer.Lister()
+	c.endpointSliceLister = sliceInformer.Lister()
+
+	c.reconciler = endpointslicerec.NewReconciler(
+		c.client,
+		c.nodeLister,
+		c.maxEndpointsPerSlice,
+		c.endpointSliceTracker,
+		c.topologyCache,
+		c.eventRecorder,
+		ControllerName,
+		endpointslicerec.WithPreferSameTrafficDistributionEnabled(true),
+	)
+	return c, nil
+}
+
+// Run processes Services until ctx is cancelled. workers is the number of
+// Services synced in parallel (kube-controller-manager's
+// --concurrent-service-endpoint-syncs, default 5).
+func (c *Controller) Run(ctx context.Context, workers int) {
+	c.eventBroadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer c.eventBroadcaster.Shutdown()
+
+	c.logger.Info("starting")
+	var wg sync.WaitGroup
+	defer func() {
+		c.serviceQueue.ShutDown()
+		c.podQueue.ShutDown()
+		c.topologyQueue.ShutDown()
+		wg.Wait()
+		c.logger.Info("stopped")
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return
+	}
+	c.queueLeftoverSlices()
+	if workers < 1 {
+		workers = 1
+	}
+	for range workers {
+		wg.Go(func() { wait.UntilWithContext(ctx, c.serviceWorker, c.workerLoopPeriod) })
+		wg.Go(func() { wait.UntilWithContext(ctx, c.podWorker, c.workerLoopPeriod) })
+	}
+	wg.Go(func() { wait.UntilWithContext(ctx, c.topologyWorker, c.workerLoopPeriod) })
+	<-ctx.Done()
+}
+
+func (c *Controller) serviceWorker(ctx context.Context) {
+	for {
+		key, quit := c.serviceQueue.Get()
+		if quit {
+			return
+		}
+		err := c.syncService(ctx, key)
+		c.handleErr(key, err)
+		c.serviceQueue.Done(key)
+	}
+}
+
+func (c *Controller) handleErr(key string, err error) {
+	if err == nil {
+		c.serviceQueue.Forget(key)
+		c.staleBackoff.Forget(key)
+		return
+	}
+	if isStaleCache(err) {
+		c.logger.Debug("informer cache behind our writes, retrying", "service", key)
+		c.serviceQueue.AddAfter(key, c.staleBackoff.When(key))
+		return
+	}
+	if n := c.serviceQueue.NumRequeues(key); n < maxRetries {
+		c.logger.Info("error syncing endpoint slices, retrying", "service", key, "retries", n, "err", err)
+		c.serviceQueue.AddRateLimited(key)
+		return
+	}
+	c.logger.Error("retry budget exceeded, dropping service out of the queue", "service", key, "err", err)
+	c.serviceQueue.Forget(key)
+}
+
+// syncService makes the managed slices of one Service match its pods.
+func (c *Controller) syncService(ctx context.Context, key string) error {
+	start := time.Now()
+	defer func() { c.logger.Debug("synced service", "service", key, "elapsed", time.Since(start)) }()
+
+	namespace, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return fmt.Errorf("endpointslice: bad key %q: %w", key, err)
+	}
+	service, err := c.serviceLister.Services(namespace).Get(name)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("endpointslice: get service %s: %w", key, err)
+		}
+		return c.forgetService(ctx, namespace, name)
+	}
+	// ExternalName Services and Services without a selector get no slices
+	// from this controller (selectorless ones get hand-written Endpoints,
+	// mirrored by endpointslicemirroring).
+	if service.Spec.Type == corev1.ServiceTypeExternalName || service.Spec.Selector == nil {
+		return c.forgetService(ctx, namespace, name)
+	}
+
+	pods, err := selectorindex.PodsForSelector(c.podIndexer, namespace, service.Spec.Selector)
+	if err != nil {
+		return fmt.Errorf("endpointslice: %w", err)
+	}
+	slices, err := c.managedSlices(namespace, name)
+	if err != nil {
+		return err
+	}
+	slices = dropPendingDeletion(slices)
+	if c.endpointSliceTracker.StaleSlices(service, slices) {
+		return errStaleCache
+	}
+	// Computed even for a no-op sync so the tracker state moves on.
+	trigger := c.triggerTimeTracker.ComputeEndpointLastChangeTriggerTime(namespace, service, pods)
+	if err := c.reconciler.Reconcile(c.klogger, service, pods, slices, trigger); err != nil {
+		c.eventRecorder.Eventf(service, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices",
+			"Error updating Endpoint Slices for Service %s/%s: %v", namespace, name, err)
+		return fmt.Errorf("endpointslice: reconcile %s: %w", key, err)
+	}
+	return nil
+}
+
+// forgetService drops the trackers' state for a Service that is gone (or
+// gets no slices from us) and deletes the slices we manage for it.
+func (c *Controller) forgetService(ctx context.Context, namespace, name string) error {
+	c.triggerTimeTracker.DeleteService(namespace, name)
+	c.reconciler.DeleteService(namespace, name)
+	c.endpointSliceTracker.DeleteService(namespace, name)
+	slices, err := c.managedSlices(namespace, name)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range dropPendingDeletion(slices) {
+		err := c.client.DiscoveryV1().EndpointSlices(namespace).Delete(ctx, s.Name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &s.UID},
+		})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("endpointslice: delete slices of %s/%s: %w", namespace, name, errors.Join(errs...))
+	}
+	return nil
+}
+
+// managedSlices lists, from the cache, the slices we manage for a Service.
+func (c *Controller) managedSlices(namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
+	sel := labels.Set{
+		discoveryv1.LabelServiceName: name,
+		discoveryv1.LabelManagedBy:   ControllerName,
+	}.AsSelectorPreValidated()
+	slices, err := c.endpointSliceLister.EndpointSlices(namespace).List(sel)
+	if err != nil {
+		return nil, fmt.Errorf("endpointslice: list slices of %s/%s: %w", namespace, name, err)
+	}
+	return slices, nil
+}
+
+// queueLeftoverSlices queues the Service of every managed slice whose
+// Service is not in the cache, so slices left by a Service deleted while
+// the controller was down are removed.
+func (c *Controller) queueLeftoverSlices() {
+	sel := labels.Set{discoveryv1.LabelManagedBy: ControllerName}.AsSelectorPreValidated()
+	slices, err := c.endpointSliceLister.List(sel)
+	if err != nil {
+		c.logger.Error("listing managed slices", "err", err)
+		return
+	}
+	for _, s := range slices {
+		key, err := endpointslicerec.ServiceControllerKey(s)
+		if err != nil {
+			continue
+		}
+		ns, name, _ := cache.SplitMetaNamespaceKey(key)
+		if _, err := c.serviceLister.Services(ns).Get(name); apierrors.IsNotFound(err) {
+			c.serviceQueue.Add(key)
+		}
+	}
+}
+
+func (c *Controller) podWorker(ctx context.Context) {
+	for {
+		key, quit := c.podQueue.Get()
+		if quit {
+			return
+		}
+		if err := c.syncPod(key); err != nil {
+			c.logger.Error("mapping pod to services", "namespace", key.Namespace, "err", err)
+			c.podQueue.AddRateLimited(key)
+		} else {
+			c.podQueue.Forget(key)
+		}
+		c.podQueue.Done(key)
+	}
+}
+
+// syncPod queues the Services a pod change may affect.
+func (c *Controller) syncPod(key *endpointsliceutil.PodProjectionKey) error {
+	services, err := selectorindex.ServicesToUpdate(c.serviceIndexer, key)
+	if err != nil {
+		return err
+	}
+	for svc := range services {
+		c.serviceQueue.AddAfter(svc, c.endpointUpdatesBatchPeriod)
+	}
+	return nil
+}
+
+func (c *Controller) topologyWorker(ctx context.Context) {
+	for {
+		key, quit := c.topologyQueue.Get()
+		if quit {
+			return
+		}
+		c.checkNodeTopologyDistribution()
+		c.topologyQueue.Done(key)
+	}
+}
+
+// checkNodeTopologyDistribution feeds the Nodes to the topology cache (for
+// topology-aware hints) and queues the Services it finds overloaded.
+func (c *Controller) checkNodeTopologyDistribution() {
+	nodes, err := c.nodeLister.List(labels.Everything())
+	if err != nil {
+		c.logger.Error("listing nodes", "err", err)
+		return
+	}
+	c.topologyCache.SetNodes(c.klogger, nodes)
+	for _, key := range c.topologyCache.GetOverloadedServices() {
+		c.serviceQueue.Add(key)
+	}
+}
+
+func (c *Controller) queueService(obj interface{}) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		c.logger.Error("key for service", "err", err)
+		return
+	}
+	c.serviceQueue.Add(key)
+}
+
+func (c *Controller) onPodUpdate(old, cur interface{}) {
+	if key := endpointsliceutil.GetPodUpdateProjectionKey(old, cur); key != nil {
+		c.podQueue.Add(key)
+	}
+}
+
+func (c *Controller) onNodeUpdate(old, cur interface{}) {
+	oldNode, ok1 := old.(*corev1.Node)
+	curNode, ok2 := cur.(*corev1.Node)
+	if !ok1 || !ok2 {
+		return
+	}
+	// The zone label may arrive after the Node is created.
+	if nodeReady(oldNode) != nodeReady(curNode) ||
+		oldNode.Labels[corev1.LabelTopologyZone] != curNode.Labels[corev1.LabelTopologyZone] {
+		c.topologyQueue.Add(topologyQueueItemKey)
+	}
+}
+
+// onEndpointSliceAdd queues the Service when a managed slice appears that
+// we did not write (or not at this generation).
+func (c *Controller) onEndpointSliceAdd(obj interface{}) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	if c.reconciler.ManagedByController(s) && c.endpointSliceTracker.ShouldSync(s) {
+		c.queueServiceForSlice(s)
+	}
+}
+
+func (c *Controller) onEndpointSliceUpdate(prevObj, obj interface{}) {
+	prev, ok1 := prevObj.(*discoveryv1.EndpointSlice)
+	s, ok2 := obj.(*discoveryv1.EndpointSlice)
+	if !ok1 || !ok2 {
+		return
+	}
+	// Generation does not change with labels; a user may move a slice to
+	// another Service by relabelling it.
+	if s.Labels[discoveryv1.LabelServiceName] != prev.Labels[discoveryv1.LabelServiceName] {
+		c.queueServiceForSlice(s)
+		c.queueServiceForSlice(prev)
+		return
+	}
+	if c.reconciler.ManagedByChanged(prev, s) || (c.reconciler.ManagedByController(s) && c.endpointSliceTracker.ShouldSync(s)) {
+		c.queueServiceForSlice(s)
+	}
+}
+
+// onEndpointSliceDelete queues the Service when a slice we did not delete
+// disappears, so it is recreated.
+func (c *Controller) onEndpointSliceDelete(obj interface{}) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	if !c.reconciler.ManagedByController(s) {
+		return
+	}
+	// Upstream only reacts when the tracker knows the slice; a restarted
+	// controller has not tracked the slices it found, so an unknown slice
+	// also queues its Service (a no-op sync if nothing is missing).
+	if !c.endpointSliceTracker.Has(s) || !c.endpointSliceTracker.HandleDeletion(s) {
+		c.queueServiceForSlice(s)
+	}
+}
+
+func (c *Controller) queueServiceForSlice(s *discoveryv1.EndpointSlice) {
+	key, err := endpointslicerec.ServiceControllerKey(s)
+	if err != nil {
+		c.logger.Debug("slice without service", "slice", s.Namespace+"/"+s.Name, "err", err)
+		return
+	}
+	c.serviceQueue.AddAfter(key, max(endpointSliceChangeMinSyncDelay, c.endpointUpdatesBatchPeriod))
+}
+
+func dropPendingDeletion(slices []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+	out := slices[:0:0]
+	for _, s := range slices {
+		if s.DeletionTimestamp == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// errStaleCache reports that the informer has not yet seen the slices this
+// controller last wrote for a Service.
+var errStaleCache = errors.New("endpointslice: EndpointSlice informer cache is out of date")
+
+func isStaleCache(err error) bool { return errors.Is(err, errStaleCache) }
