@@ -359,6 +359,7 @@ func TestServiceEnvDeployment(t *testing.T) {
 	setImage(t, c, "default", "service-env", "nginx", "docker.io/library/nginx:1.25.3")
 	waitRolledOut(t, c, "default", "service-env")
 	minReady, maxSize := m.result()
+	t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
 	if minReady < 2 {
 		t.Errorf("ready pods dropped to %d during the rollout, want >= 2", minReady)
 	}
@@ -479,6 +480,8 @@ func TestRolloutStrategies(t *testing.T) {
 			waitRolledOut(t, c, "default", name)
 			waitPods(t, c, "default", name, int(tc.replicas))
 			minReady, maxSize := m.result()
+			t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
+	t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
 			if minReady < tc.minReady {
 				t.Errorf("ready pods dropped to %d, want >= %d", minReady, tc.minReady)
 			}
