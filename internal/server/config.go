@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,8 +21,8 @@ const (
 	DefaultServiceNodePortRange  = "30000-32767"
 	// DefaultEmbeddedEtcdClientURL is where the embedded etcd serves clients.
 	// It is loopback only; see docs/operations.md for its exposure.
-	DefaultEmbeddedEtcdClientURL = "http://127.0.0.1:2379"
-	DefaultEmbeddedEtcdPeerURL   = "http://127.0.0.1:2380"
+	DefaultEmbeddedEtcdClientURL = "https://127.0.0.1:2379"
+	DefaultEmbeddedEtcdPeerURL   = "https://127.0.0.1:2380"
 	// DefaultVersion is the GitVersion /version reports: the Kubernetes API
 	// level svcnet serves, with svcnet as build metadata (like k3s does).
 	DefaultVersion = "v1.37.2+svcnet"
@@ -61,7 +62,8 @@ type Config struct {
 	// an external etcd (kube-apiserver's --etcd-cafile and friends).
 	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
 	// EmbeddedEtcdClientURL and EmbeddedEtcdPeerURL are where the embedded
-	// etcd listens (defaults http://127.0.0.1:2379 and :2380).
+	// etcd listens (defaults https://127.0.0.1:2379 and :2380; https means mutual
+	// TLS with the certificates in <data-dir>/pki, http means no authentication).
 	EmbeddedEtcdClientURL, EmbeddedEtcdPeerURL string
 	// EtcdUnsafeNoFsync skips fsync in the embedded etcd: only for tests.
 	EtcdUnsafeNoFsync bool
@@ -92,6 +94,9 @@ type Info struct {
 	AdminKubeconfig, NodeKubeconfig, NodeTokenFile string
 	// EtcdEndpoints are the etcd client URLs the server uses.
 	EtcdEndpoints []string
+	// EtcdTLS is the client TLS configuration for EtcdEndpoints (nil for
+	// plain http), for tools and tests that talk to etcd directly.
+	EtcdTLS *tls.Config
 }
 
 // resolved is a Config with its defaults applied and its strings parsed.

@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -111,11 +112,30 @@ func Run(ctx context.Context, cfg Config) error {
 	var etcdErr <-chan error // nil (never ready) for an external etcd
 	clientCfg := clientv3.Config{}
 	if len(endpoints) == 0 {
+		// On https URLs (the default) the member requires a client
+		// certificate from our CA: local users cannot bypass the API
+		// server's authentication by talking to etcd directly.
+		var embTLS *etcd.EmbeddedTLS
+		if isHTTPS(r.EmbeddedEtcdClientURL) || isHTTPS(r.EmbeddedEtcdPeerURL) {
+			embTLS = &etcd.EmbeddedTLS{
+				CertFile: pki.Path(auth.EtcdServerCertFile),
+				KeyFile:  pki.Path(auth.EtcdServerKeyFile),
+				CAFile:   pki.Path(auth.CACertFile),
+			}
+		}
+		if isHTTPS(r.EmbeddedEtcdClientURL) {
+			cert, err := tls.LoadX509KeyPair(pki.Path(auth.EtcdClientCertFile), pki.Path(auth.EtcdClientKeyFile))
+			if err != nil {
+				return fmt.Errorf("server: etcd client certificate: %w", err)
+			}
+			clientCfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pki.CAPool(), Certificates: []tls.Certificate{cert}}
+		}
 		emb, err := etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
 			DataDir:       r.path(EtcdDir),
 			ClientURL:     r.EmbeddedEtcdClientURL,
 			PeerURL:       r.EmbeddedEtcdPeerURL,
 			UnsafeNoFsync: r.EtcdUnsafeNoFsync,
+			TLS:           embTLS,
 		})
 		if err != nil {
 			return err
@@ -234,6 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 		NodeKubeconfig:   r.path(NodeKubeconfigFile),
 		NodeTokenFile:    r.path(NodeTokenFile),
 		EtcdEndpoints:    endpoints,
+		EtcdTLS:          clientCfg.TLS,
 	}
 	if err := auth.WriteKubeconfig(info.AdminKubeconfig, adminCreds); err != nil {
 		return err
@@ -326,6 +347,8 @@ func waitReady(ctx context.Context, client kubernetes.Interface, serveErr <-chan
 		}
 	}
 }
+
+func isHTTPS(rawURL string) bool { return strings.HasPrefix(rawURL, "https://") }
 
 // etcdClientTLS builds the client TLS configuration for an external etcd.
 func etcdClientTLS(r *resolved) (*tls.Config, error) {

@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // EmbeddedConfig configures a single-member etcd running inside this process.
@@ -23,6 +27,14 @@ type EmbeddedConfig struct {
 	UnsafeNoFsync bool
 	// LogLevel is etcd's zap level ("error" unless set).
 	LogLevel string
+	// TLS, required when ClientURL or PeerURL is https, makes the member serve
+	// TLS and accept only clients (and peers) with a certificate from CAFile.
+	TLS *EmbeddedTLS
+}
+
+// EmbeddedTLS names the PEM files for an embedded member's mutual TLS.
+type EmbeddedTLS struct {
+	CertFile, KeyFile, CAFile string
 }
 
 // Embedded is a running embedded etcd member.
@@ -48,11 +60,33 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.UnsafeNoFsync = c.UnsafeNoFsync
-	cfg.LogLevel = c.LogLevel
-	if cfg.LogLevel == "" {
-		cfg.LogLevel = "error"
+	if cu.Scheme == "https" || pu.Scheme == "https" {
+		if c.TLS == nil {
+			return nil, fmt.Errorf("storage: embedded etcd on https needs certificates")
+		}
+		info := transport.TLSInfo{
+			CertFile:       c.TLS.CertFile,
+			KeyFile:        c.TLS.KeyFile,
+			TrustedCAFile:  c.TLS.CAFile,
+			ClientCertAuth: true,
+		}
+		if cu.Scheme == "https" {
+			cfg.ClientTLSInfo = info
+		}
+		if pu.Scheme == "https" {
+			cfg.PeerTLSInfo = info
+		}
 	}
+	cfg.UnsafeNoFsync = c.UnsafeNoFsync
+	level := c.LogLevel
+	if level == "" {
+		level = "error"
+	}
+	zl, err := quietCloseLogger(level)
+	if err != nil {
+		return nil, fmt.Errorf("storage: etcd logger: %w", err)
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
 	// Keep history for five minutes, as kube-apiserver's compactor does, so
 	// watchers that reconnect quickly can resume; older revisions give 410.
 	cfg.AutoCompactionMode = "periodic"
@@ -93,3 +127,52 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops the member.
 func (e *Embedded) Close() { e.etcd.Close() }
+
+// quietCloseLogger is etcd's usual JSON logger at level, minus the errors
+// every clean Close logs ("setting up serving from embedded etcd failed …
+// server closed / use of closed network connection"): they describe our own
+// shutdown, not a failure, and would teach operators to ignore etcd errors.
+func quietCloseLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	zl, err := zc.Build()
+	if err != nil {
+		return nil, err
+	}
+	return zl.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return closeFilter{c} })), nil
+}
+
+type closeFilter struct{ zapcore.Core }
+
+func (f closeFilter) With(fields []zapcore.Field) zapcore.Core {
+	return closeFilter{f.Core.With(fields)}
+}
+
+func (f closeFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if f.Enabled(e.Level) {
+		return ce.AddCore(e, f)
+	}
+	return ce
+}
+
+func (f closeFilter) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	if e.Message == "setting up serving from embedded etcd failed." {
+		for _, fl := range fields {
+			if err, ok := fl.Interface.(error); ok && fl.Key == "error" && isClosedErr(err) {
+				return nil
+			}
+		}
+	}
+	return f.Core.Write(e, fields)
+}
+
+func isClosedErr(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "server closed") || strings.Contains(msg, "use of closed network connection")
+}
