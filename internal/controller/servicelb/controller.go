@@ -25,7 +25,9 @@
 //   - Restarts: before any worker runs, the held set is rebuilt from the
 //     Services' published status (oldest Service first, so if two ever
 //     claimed one address the younger loses it and is re-allocated), so
-//     addresses are stable across restarts and never shared.
+//     addresses are stable across restarts and never shared. A published
+//     address that is no longer in the (reconfigured) pool is not kept: the
+//     Service gets a new one, or goes pending if it asked for the old one.
 //   - Services with any loadBalancerClass belong to some other implementation
 //     and are never touched.
 //
