@@ -142,21 +142,6 @@ func waitRolledOut(t *testing.T, c kubernetes.Interface, ns, name string) {
 	}
 }
 
-// livePods lists the pods of a deployment that are not being deleted.
-func livePods(ctx context.Context, c kubernetes.Interface, ns, app string) ([]corev1.Pod, error) {
-	list, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
-	if err != nil {
-		return nil, err
-	}
-	var out []corev1.Pod
-	for _, p := range list.Items {
-		if p.DeletionTimestamp == nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
 func waitPods(t *testing.T, c kubernetes.Interface, ns, app string, n int) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
@@ -337,16 +322,16 @@ func TestServiceEnvDeployment(t *testing.T) {
 	if !metav1.IsControlledBy(rs1, d) || rs1.Annotations[deployment.RevisionAnnotation] != "1" {
 		t.Fatalf("ReplicaSet %s: owners %+v annotations %v", rs1.Name, rs1.OwnerReferences, rs1.Annotations)
 	}
-	got, _ := c.AppsV1().Deployments("default").Get(ctx, "service-env", metav1.GetOptions{})
-	assertCompleteStatus(t, got, 3)
+	waitComplete(t, c, "default", "service-env", 3)
 
 	// kubectl scale --replicas=5, then back to 2.
 	for _, n := range []int{5, 2} {
 		scaleDeployment(t, c, "default", "service-env", n)
+		// kubectl calls a scale-down rolled out as soon as the new
+		// generation is observed, before the extra pods are gone.
 		waitRolledOut(t, c, "default", "service-env")
 		waitPods(t, c, "default", "service-env", n)
-		got, _ := c.AppsV1().Deployments("default").Get(ctx, "service-env", metav1.GetOptions{})
-		assertCompleteStatus(t, got, int32(n))
+		waitComplete(t, c, "default", "service-env", int32(n))
 		if rs, _ := c.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{}); len(rs.Items) != 1 {
 			t.Fatalf("scaling created ReplicaSets: %d", len(rs.Items))
 		}
@@ -366,8 +351,7 @@ func TestServiceEnvDeployment(t *testing.T) {
 	if maxSize > 3 {
 		t.Errorf("ReplicaSets asked for %d pods during the rollout, want <= 3", maxSize)
 	}
-	got, _ = c.AppsV1().Deployments("default").Get(ctx, "service-env", metav1.GetOptions{})
-	assertCompleteStatus(t, got, 2)
+	got := waitComplete(t, c, "default", "service-env", 2)
 	if got.Annotations[deployment.RevisionAnnotation] != "2" {
 		t.Errorf("deployment revision = %q, want 2", got.Annotations[deployment.RevisionAnnotation])
 	}
@@ -411,25 +395,45 @@ func TestServiceEnvDeployment(t *testing.T) {
 	}
 }
 
-// assertCompleteStatus checks the fields `kubectl rollout status` and
-// `kubectl get deploy` read, and the conditions of a finished rollout.
-func assertCompleteStatus(t *testing.T, d *appsv1.Deployment, n int32) {
+// waitComplete waits until the status is that of a finished rollout with
+// n replicas (see statusComplete).
+func waitComplete(t *testing.T, c kubernetes.Interface, ns, name string, n int32) *appsv1.Deployment {
 	t.Helper()
+	var d *appsv1.Deployment
+	var why error
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		if d, err = c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+			return false, err
+		}
+		why = statusComplete(d, n)
+		return why == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("deployment %s/%s never complete: %v", ns, name, why)
+	}
+	return d
+}
+
+// statusComplete checks the fields `kubectl rollout status` and `kubectl get
+// deploy` read, and the conditions of a finished rollout.
+func statusComplete(d *appsv1.Deployment, n int32) error {
 	st := d.Status
 	if st.ObservedGeneration != d.Generation || st.Replicas != n || st.UpdatedReplicas != n || st.ReadyReplicas != n ||
 		st.AvailableReplicas != n || st.UnavailableReplicas != 0 {
-		t.Fatalf("status = %+v, want %d everywhere at generation %d", st, n, d.Generation)
+		return fmt.Errorf("status = %+v, want %d everywhere at generation %d", st, n, d.Generation)
 	}
 	conds := map[appsv1.DeploymentConditionType]appsv1.DeploymentCondition{}
 	for _, c := range st.Conditions {
 		conds[c.Type] = c
 	}
 	if a := conds[appsv1.DeploymentAvailable]; a.Status != corev1.ConditionTrue || a.Reason != deployment.MinimumReplicasAvailable {
-		t.Fatalf("Available condition = %+v", a)
+		return fmt.Errorf("Available condition = %+v", a)
 	}
 	if p := conds[appsv1.DeploymentProgressing]; p.Status != corev1.ConditionTrue || p.Reason != deployment.NewRSAvailableReason {
-		t.Fatalf("Progressing condition = %+v", p)
+		return fmt.Errorf("Progressing condition = %+v", p)
 	}
+	return nil
 }
 
 func TestRolloutStrategies(t *testing.T) {
@@ -481,7 +485,7 @@ func TestRolloutStrategies(t *testing.T) {
 			waitPods(t, c, "default", name, int(tc.replicas))
 			minReady, maxSize := m.result()
 			t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
-	t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
+			t.Logf("during the rollout: fewest ready pods %d, most pods asked for %d", minReady, maxSize)
 			if minReady < tc.minReady {
 				t.Errorf("ready pods dropped to %d, want >= %d", minReady, tc.minReady)
 			}
@@ -623,10 +627,15 @@ func TestHistoryPauseAndDeadline(t *testing.T) {
 	})
 
 	t.Run("progress deadline exceeded", func(t *testing.T) {
-		mk("stuck", func(d *appsv1.Deployment) { one := int32(1); d.Spec.ProgressDeadlineSeconds = &one })
+		mk("stuck", nil)
 		waitRolledOut(t, c, "default", "stuck")
 		e.holdUnready(func(p *corev1.Pod) bool { return p.Labels["app"] == "stuck" && p.Spec.Containers[0].Image == "img:bad" })
-		setImage(t, c, "default", "stuck", "c", "img:bad")
+		// A bad image and a 1 s deadline in one change (a 1 s deadline from
+		// the start could expire during the first rollout on a slow machine).
+		patch := `{"spec":{"progressDeadlineSeconds":1,"template":{"spec":{"containers":[{"name":"c","image":"img:bad"}]}}}}`
+		if _, err := c.AppsV1().Deployments("default").Patch(ctx, "stuck", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		var lastErr error
 		waitFor(t, "rollout status to fail", 15*time.Second, func(ctx context.Context) (bool, error) {
 			_, done, err := rolloutStatus(ctx, c, "default", "stuck")

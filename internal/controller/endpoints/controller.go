@@ -70,11 +70,6 @@ const (
 
 // Config configures a Controller.
 type Config struct {
-	// Client writes Endpoints and Events.
-	Client kubernetes.Interface
-	// Informers supplies the pod, Service and Endpoints informers; the
-	// caller starts it after New.
-	Informers informers.SharedInformerFactory
 	// Logger receives the controller's logs (default slog.Default()).
 	Logger *slog.Logger
 	// EndpointUpdatesBatchPeriod delays syncs triggered by pod changes
@@ -84,8 +79,9 @@ type Config struct {
 
 // Controller keeps the Endpoints of selector Services.
 type Controller struct {
-	client kubernetes.Interface
-	logger *slog.Logger
+	factory informers.SharedInformerFactory
+	client  kubernetes.Interface
+	logger  *slog.Logger
 
 	eventBroadcaster record.EventBroadcaster
 	eventRecorder    record.EventRecorder
@@ -106,11 +102,12 @@ type Controller struct {
 	workerLoopPeriod           time.Duration
 }
 
-// New builds the controller and registers its informer handlers and
-// indexes; start cfg.Informers afterwards, then call Run.
-func New(cfg Config) (*Controller, error) {
-	if cfg.Client == nil || cfg.Informers == nil {
-		return nil, errors.New("endpoints: Config.Client and Config.Informers are required")
+// New builds the controller and registers its informer handlers (and
+// indexes) on factory; call it before starting factory. Run starts the
+// factory too, which is harmless if the caller already did.
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory, cfg Config) (*Controller, error) {
+	if client == nil || factory == nil {
+		return nil, errors.New("endpoints: a client and an informer factory are required")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -118,7 +115,8 @@ func New(cfg Config) (*Controller, error) {
 	}
 	broadcaster := record.NewBroadcaster()
 	c := &Controller{
-		client:           cfg.Client,
+		factory:          factory,
+		client:           client,
 		logger:           logger.With("component", "endpoints-controller"),
 		eventBroadcaster: broadcaster,
 		eventRecorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ControllerName}),
@@ -136,9 +134,9 @@ func New(cfg Config) (*Controller, error) {
 		workerLoopPeriod:           time.Second,
 	}
 
-	svcInformer := cfg.Informers.Core().V1().Services()
-	podInformer := cfg.Informers.Core().V1().Pods()
-	epInformer := cfg.Informers.Core().V1().Endpoints()
+	svcInformer := factory.Core().V1().Services()
+	podInformer := factory.Core().V1().Pods()
+	epInformer := factory.Core().V1().Endpoints()
 	if err := selectorindex.AddServiceIndex(svcInformer.Informer()); err != nil {
 		return nil, fmt.Errorf("endpoints: %w", err)
 	}
@@ -189,6 +187,7 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 		wg.Wait()
 		c.logger.Info("stopped")
 	}()
+	c.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

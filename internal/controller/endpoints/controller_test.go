@@ -23,7 +23,7 @@ import (
 func startController(t *testing.T, client kubernetes.Interface) {
 	t.Helper()
 	factory := informers.NewSharedInformerFactory(client, 0)
-	c, err := endpoints.New(endpoints.Config{Client: client, Informers: factory, Logger: eptest.Logger(t, testing.Verbose())})
+	c, err := endpoints.New(client, factory, endpoints.Config{Logger: eptest.Logger(t, testing.Verbose())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,11 +63,6 @@ const (
 
 // Config configures a Controller.
 type Config struct {
-	// Client writes slices and Events.
-	Client kubernetes.Interface
-	// Informers supplies the pod, Service, Node and EndpointSlice informers;
-	// the caller starts it after New.
-	Informers informers.SharedInformerFactory
 	// Logger receives the controller's logs (default slog.Default()).
 	Logger *slog.Logger
 	// MaxEndpointsPerSlice defaults to DefaultMaxEndpointsPerSlice.
@@ -80,6 +75,7 @@ type Config struct {
 
 // Controller keeps the EndpointSlices of selector Services.
 type Controller struct {
+	factory informers.SharedInformerFactory
 	client  kubernetes.Interface
 	logger  *slog.Logger
 	klogger logr.Logger // the same sink, for the reconciler library
@@ -109,11 +105,12 @@ type Controller struct {
 	workerLoopPeriod           time.Duration
 }
 
-// New builds the controller and registers its informer handlers and
-// indexes; start cfg.Informers afterwards, then call Run.
-func New(cfg Config) (*Controller, error) {
-	if cfg.Client == nil || cfg.Informers == nil {
-		return nil, errors.New("endpointslice: Config.Client and Config.Informers are required")
+// New builds the controller and registers its informer handlers (and
+// indexes) on factory; call it before starting factory. Run starts the
+// factory too, which is harmless if the caller already did.
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory, cfg Config) (*Controller, error) {
+	if client == nil || factory == nil {
+		return nil, errors.New("endpointslice: a client and an informer factory are required")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -127,7 +124,8 @@ func New(cfg Config) (*Controller, error) {
 
 	broadcaster := record.NewBroadcaster()
 	c := &Controller{
-		client:           cfg.Client,
+		factory:          factory,
+		client:           client,
 		logger:           logger,
 		klogger:          logr.FromSlogHandler(logger.Handler()),
 		eventBroadcaster: broadcaster,
@@ -158,10 +156,10 @@ func New(cfg Config) (*Controller, error) {
 		workerLoopPeriod:           time.Second,
 	}
 
-	svcInformer := cfg.Informers.Core().V1().Services()
-	podInformer := cfg.Informers.Core().V1().Pods()
-	nodeInformer := cfg.Informers.Core().V1().Nodes()
-	sliceInformer := cfg.Informers.Discovery().V1().EndpointSlices()
+	svcInformer := factory.Core().V1().Services()
+	podInformer := factory.Core().V1().Pods()
+	nodeInformer := factory.Core().V1().Nodes()
+	sliceInformer := factory.Discovery().V1().EndpointSlices()
 	if err := selectorindex.AddServiceIndex(svcInformer.Informer()); err != nil {
 		return nil, fmt.Errorf("endpointslice: %w", err)
 	}
@@ -235,6 +233,7 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 		wg.Wait()
 		c.logger.Info("stopped")
 	}()
+	c.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

@@ -26,11 +26,7 @@ import (
 func startController(t *testing.T, client kubernetes.Interface) (stop func()) {
 	t.Helper()
 	factory := informers.NewSharedInformerFactory(client, 0)
-	c, err := endpointslice.New(endpointslice.Config{
-		Client:    client,
-		Informers: factory,
-		Logger:    eptest.Logger(t, testing.Verbose()),
-	})
+	c, err := endpointslice.New(client, factory, endpointslice.Config{Logger: eptest.Logger(t, testing.Verbose())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,11 +63,6 @@ const (
 
 // Config configures a Controller.
 type Config struct {
-	// Client writes slices and Events.
-	Client kubernetes.Interface
-	// Informers supplies the Endpoints, EndpointSlice and Service
-	// informers; the caller starts it after New.
-	Informers informers.SharedInformerFactory
 	// Logger receives the controller's logs (default slog.Default()).
 	Logger *slog.Logger
 	// MaxEndpointsPerSubset defaults to DefaultMaxEndpointsPerSubset.
@@ -79,8 +74,9 @@ type Config struct {
 
 // Controller mirrors selectorless Services' Endpoints into EndpointSlices.
 type Controller struct {
-	client kubernetes.Interface
-	logger *slog.Logger
+	factory informers.SharedInformerFactory
+	client  kubernetes.Interface
+	logger  *slog.Logger
 
 	eventBroadcaster record.EventBroadcaster
 
@@ -97,11 +93,12 @@ type Controller struct {
 	workerLoopPeriod           time.Duration
 }
 
-// New builds the controller and registers its informer handlers; start
-// cfg.Informers afterwards, then call Run.
-func New(cfg Config) (*Controller, error) {
-	if cfg.Client == nil || cfg.Informers == nil {
-		return nil, errors.New("endpointslicemirroring: Config.Client and Config.Informers are required")
+// New builds the controller and registers its informer handlers (and
+// indexes) on factory; call it before starting factory. Run starts the
+// factory too, which is harmless if the caller already did.
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory, cfg Config) (*Controller, error) {
+	if client == nil || factory == nil {
+		return nil, errors.New("endpointslicemirroring: a client and an informer factory are required")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -112,7 +109,8 @@ func New(cfg Config) (*Controller, error) {
 	}
 	broadcaster := record.NewBroadcaster()
 	c := &Controller{
-		client:           cfg.Client,
+		factory:          factory,
+		client:           client,
 		logger:           logger.With("component", "endpointslicemirroring-controller"),
 		eventBroadcaster: broadcaster,
 		tracker:          endpointsliceutil.NewEndpointSliceTracker(),
@@ -128,16 +126,16 @@ func New(cfg Config) (*Controller, error) {
 		workerLoopPeriod:           time.Second,
 	}
 	c.reconciler = &reconciler{
-		client:                cfg.Client,
+		client:                client,
 		tracker:               c.tracker,
 		eventRecorder:         broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: eventComponent}),
 		maxEndpointsPerSubset: cfg.MaxEndpointsPerSubset,
 		logger:                c.logger,
 	}
 
-	epInformer := cfg.Informers.Core().V1().Endpoints()
-	sliceInformer := cfg.Informers.Discovery().V1().EndpointSlices()
-	svcInformer := cfg.Informers.Core().V1().Services()
+	epInformer := factory.Core().V1().Endpoints()
+	sliceInformer := factory.Discovery().V1().EndpointSlices()
+	svcInformer := factory.Core().V1().Services()
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -184,6 +182,7 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 		wg.Wait()
 		c.logger.Info("stopped")
 	}()
+	c.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

@@ -21,9 +21,7 @@ import (
 func startController(t *testing.T, client kubernetes.Interface) {
 	t.Helper()
 	factory := informers.NewSharedInformerFactory(client, 0)
-	c, err := endpointslicemirroring.New(endpointslicemirroring.Config{
-		Client: client, Informers: factory, Logger: eptest.Logger(t, testing.Verbose()),
-	})
+	c, err := endpointslicemirroring.New(client, factory, endpointslicemirroring.Config{Logger: eptest.Logger(t, testing.Verbose())})
 	if err != nil {
 		t.Fatal(err)
 	}

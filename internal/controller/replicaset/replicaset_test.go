@@ -187,8 +187,9 @@ func TestReplicaSetController(t *testing.T) {
 				t.Errorf("pod %s metadata not from template: labels %v annotations %v", p.Name, p.Labels, p.Annotations)
 			}
 		}
+		// Read the watch until it has been quiet for a while: every pod
+		// ever created has been delivered by then.
 		added := map[types.UID]bool{}
-		timeout := time.After(200 * time.Millisecond)
 	drain:
 		for {
 			select {
@@ -196,7 +197,7 @@ func TestReplicaSetController(t *testing.T) {
 				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == "ADDED" {
 					added[p.UID] = true
 				}
-			case <-timeout:
+			case <-time.After(500 * time.Millisecond):
 				break drain
 			}
 		}
