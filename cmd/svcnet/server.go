@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/svcnet/svcnet/internal/controller/manager"
 	"github.com/svcnet/svcnet/internal/server"
 )
 
@@ -33,6 +35,11 @@ func (f *serverFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.EtcdUnsafeNoFsync, "embedded-etcd-unsafe-no-fsync", false, "skip fsync in the embedded etcd (tests only: a crash may lose acknowledged writes)")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", server.DefaultServiceClusterIPRange, "CIDR to allocate Service ClusterIPs from; its first address is the kubernetes Service")
 	fs.StringVar(&c.ServiceNodePortRange, "service-node-port-range", server.DefaultServiceNodePortRange, "port range to allocate NodePorts from")
+	fs.StringSliceVar(&c.Controllers, "controllers", []string{"*"}, "controllers to run: '*' is all, 'foo' enables foo, '-foo' disables foo; known: "+strings.Join(manager.Names(), ", "))
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", manager.DefaultClusterCIDR, "pod CIDR; each Node gets a --node-cidr-mask-size block of it")
+	fs.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", manager.DefaultNodeCIDRMaskSize, "prefix length of each Node's pod CIDR")
+	fs.StringSliceVar(&c.LBIPPool, "lb-ip-pool", nil, "addresses for LoadBalancer Services: CIDRs, single IPs or first-last ranges (empty: LoadBalancer Services stay <pending>)")
+	fs.DurationVar(&c.NodeMonitorGracePeriod, "node-monitor-grace-period", manager.DefaultNodeMonitorGracePeriod, "how long a Node may go without renewing its Lease before it is marked NotReady")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	_ = fs.MarkHidden("embedded-etcd-unsafe-no-fsync")
 }

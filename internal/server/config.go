@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"time"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/svcnet/svcnet/internal/controller/manager"
 )
 
 // Defaults, as in kube-apiserver and ARCHITECTURE.md.
@@ -75,6 +78,19 @@ type Config struct {
 	ServiceNodePortRange string
 
 	// Version is /version's GitVersion (default DefaultVersion).
+	// Controllers selects the controllers to run, as kube-controller-manager's
+	// --controllers: "*" (the default) is all, "name" enables one, "-name"
+	// disables one (see manager.Names).
+	Controllers []string
+	// NoControllers runs none (tests that drive their own controllers).
+	NoControllers bool
+	// ClusterCIDR, NodeCIDRMaskSize, LBIPPool and NodeMonitorGracePeriod
+	// configure the controllers (zero values take manager's defaults).
+	ClusterCIDR            string
+	NodeCIDRMaskSize       int
+	LBIPPool               []string
+	NodeMonitorGracePeriod time.Duration
+
 	Version string
 	// Logger receives the server's logs, and client-go's klog output.
 	Logger *slog.Logger
@@ -107,6 +123,8 @@ type resolved struct {
 	serviceCIDR   *net.IPNet
 	serviceIP     net.IP
 	nodePortRange utilnet.PortRange
+	// disabledControllers is Controllers parsed (manager.ParseControllers).
+	disabledControllers map[string]bool
 }
 
 func (c Config) resolve() (*resolved, error) {
@@ -166,6 +184,11 @@ func (c Config) resolve() (*resolved, error) {
 	for _, u := range append([]string{c.EmbeddedEtcdClientURL, c.EmbeddedEtcdPeerURL}, c.EtcdServers...) {
 		if _, err := url.Parse(u); err != nil {
 			return nil, fmt.Errorf("server: etcd URL %q: %w", u, err)
+		}
+	}
+	if !c.NoControllers {
+		if r.disabledControllers, err = manager.ParseControllers(c.Controllers); err != nil {
+			return nil, fmt.Errorf("server: --controllers: %w", err)
 		}
 	}
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {

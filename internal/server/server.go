@@ -41,6 +41,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/svcnet/svcnet/internal/apiserver"
@@ -48,6 +49,7 @@ import (
 	"github.com/svcnet/svcnet/internal/apiserver/openapi"
 	"github.com/svcnet/svcnet/internal/auth"
 	"github.com/svcnet/svcnet/internal/bootstrap"
+	"github.com/svcnet/svcnet/internal/controller/manager"
 	"github.com/svcnet/svcnet/internal/registry/kinds"
 	"github.com/svcnet/svcnet/internal/registry/service"
 	"github.com/svcnet/svcnet/internal/storage/etcd"
@@ -265,6 +267,31 @@ func Run(ctx context.Context, cfg Config) error {
 	}); err != nil {
 		return err
 	}
+	// 7. Controllers, as any other client of the API (admin credentials over
+	// the loopback listener).
+	mgrErr := make(chan error, 1)
+	if !r.NoControllers {
+		mgrCtx, stopMgr := context.WithCancel(bg)
+		mgrDone := make(chan struct{})
+		mgrRest := rest.CopyConfig(restCfg)
+		mgrRest.UserAgent = "svcnet-server/controllers"
+		go func() {
+			defer close(mgrDone)
+			if err := manager.Run(mgrCtx, manager.Config{
+				Rest:                   mgrRest,
+				Logger:                 r.Logger,
+				Disabled:               r.disabledControllers,
+				ClusterCIDR:            r.ClusterCIDR,
+				NodeCIDRMaskSize:       r.NodeCIDRMaskSize,
+				LBIPPool:               r.LBIPPool,
+				NodeMonitorGracePeriod: r.NodeMonitorGracePeriod,
+			}); err != nil {
+				mgrErr <- err
+			}
+		}()
+		stack.push("controllers", func() error { stopMgr(); <-mgrDone; return nil })
+	}
+
 	log.Info("ready", "url", url, "adminKubeconfig", info.AdminKubeconfig,
 		"nodeKubeconfig", info.NodeKubeconfig, "nodeTokenFile", info.NodeTokenFile)
 	if r.OnReady != nil {
@@ -279,6 +306,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: serve: %w", err)
 	case err := <-etcdErr:
 		return fmt.Errorf("server: embedded etcd: %w", err)
+	case err := <-mgrErr:
+		return fmt.Errorf("server: controllers: %w", err)
 	}
 }
 
