@@ -49,12 +49,14 @@ func (r rateResult) perSec() float64 {
 	return float64(r.ok) / r.elapsed.Seconds()
 }
 
+// opTimeout bounds one write, so a dead server or etcd ends a measurement
+// within seconds instead of leaving clients retrying.
+const opTimeout = 10 * time.Second
+
 // runWorkers runs op from conc goroutines until maxOps operations were started
 // or dur has passed, and measures successes, failures and latencies. op gets a
 // unique sequence number; conc workers share no state but the counter.
 func runWorkers(ctx context.Context, conc, maxOps int, dur time.Duration, op func(ctx context.Context, worker, seq int) error) rateResult {
-	ctx, cancel := context.WithTimeout(ctx, dur+30*time.Second) // bound stuck calls
-	defer cancel()
 	var next atomic.Int64
 	deadline := time.Now().Add(dur)
 	var mu sync.Mutex // guards res
@@ -72,7 +74,10 @@ func runWorkers(ctx context.Context, conc, maxOps int, dur time.Duration, op fun
 					break
 				}
 				t0 := time.Now()
-				if err := op(ctx, w, seq); err != nil {
+				opCtx, cancelOp := context.WithTimeout(ctx, opTimeout)
+				err := op(opCtx, w, seq)
+				cancelOp()
+				if err != nil {
 					failed++
 					if firstErr == nil {
 						firstErr = err

@@ -103,6 +103,9 @@ type rss struct {
 	err      error
 }
 
+// noRSS is a reading that was not taken.
+var noRSS = rss{rss: "n/a", hwm: "n/a"}
+
 // readRSS reads VmRSS and VmHWM of pid.
 func readRSS(pid int) rss {
 	if pid <= 0 {

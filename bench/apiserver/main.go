@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 type options struct {
@@ -51,6 +53,8 @@ type options struct {
 	watchInterval time.Duration
 	rawOnly       int
 	waitReady     time.Duration
+	maxTime       time.Duration
+	serverDesc    string
 }
 
 func main() {
@@ -66,13 +70,15 @@ func main() {
 	flag.DurationVar(&o.rateDuration, "rate-duration", 8*time.Second, "how long each create/put rate is measured")
 	flag.IntVar(&o.rateMaxOps, "rate-max-ops", 20000, "upper bound of writes in one rate measurement")
 	flag.IntVar(&o.rounds, "rounds", 4, "raw and API rates alternate in this many slices of -rate-duration/rounds each")
-	flag.DurationVar(&o.fillTimeout, "fill-timeout", 4*time.Minute, "upper bound for creating the -services Services")
+	flag.DurationVar(&o.fillTimeout, "fill-timeout", 3*time.Minute, "upper bound for creating the -services Services")
 	flag.IntVar(&o.lists, "lists", 20, "lists per LIST mode")
 	flag.IntVar(&o.watchers, "watchers", 100, "concurrent watchers")
 	flag.IntVar(&o.watchCreates, "watch-creates", 200, "Services created while the watchers listen")
 	flag.DurationVar(&o.watchInterval, "watch-interval", 25*time.Millisecond, "time between the starts of two watched creates")
 	flag.IntVar(&o.rawOnly, "raw-only", 0, "measure only etcd's raw Put rate with values of this many bytes (no API server needed)")
 	flag.DurationVar(&o.waitReady, "wait-ready", 2*time.Minute, "how long to wait for the server's /readyz")
+	flag.DurationVar(&o.maxTime, "max-time", 6*time.Minute, "soft budget: phases that would start after this are skipped (each phase is bounded too)")
+	flag.StringVar(&o.serverDesc, "server-desc", "", "how the server was started, printed in the report header")
 	freePort := flag.Bool("print-free-port", false, "print a free loopback TCP port and exit (for run.sh)")
 	flag.Parse()
 	o.rounds = max(1, o.rounds)
@@ -82,13 +88,14 @@ func main() {
 		return
 	}
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "bench")
+	base := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := base.With("component", "bench")
+	klog.SetSlogLogger(base.With("component", "klog")) // client-go's own logging
 	if o.rawOnly > 0 {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if err := runRawOnly(ctx, log, o); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-			os.Exit(1)
+			fail(err)
 		}
 		return
 	}
@@ -99,9 +106,18 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, log, o); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(1)
+		fail(err)
 	}
+}
+
+// fail prints err and exits 1.
+func fail(err error) {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "bench:") {
+		msg = "bench: " + msg
+	}
+	fmt.Fprintln(os.Stderr, msg)
+	os.Exit(1)
 }
 
 func splitList(s string) []string {

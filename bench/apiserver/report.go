@@ -82,6 +82,8 @@ func (t *table) print(w io.Writer) {
 
 // results is everything one run measured.
 type results struct {
+	server               string // how the server was started
+	skipped              []string
 	etcdWhere, valueFrom string
 	valueLen             int
 	loadStart, loadEnd   string
@@ -101,6 +103,9 @@ type results struct {
 // print writes the report: the tables, then the goals with PASS/MISS.
 func (res *results) print(out io.Writer, o options) {
 	fmt.Fprintf(out, "\nsvcnet API server benchmark (%s, %d CPUs)\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU())
+	if res.server != "" {
+		fmt.Fprintf(out, "server: %s\n", res.server)
+	}
 	fmt.Fprintf(out, "raw etcd rate measured on %s\n", res.etcdWhere)
 	fmt.Fprintf(out, "raw Put value: %d bytes (%s); keys %s<prefix>-cN-NNNNNN\n", res.valueLen, res.valueFrom, rawPrefix)
 	fmt.Fprintf(out, "API clients: client-go typed clientset, protobuf, one TLS connection per client, no client rate limit\n")
@@ -225,6 +230,9 @@ func (res *results) print(out io.Writer, o options) {
 		rr := aN.api.perSec() / nonzero(a0.api.perSec())
 		g.add(fmt.Sprintf("creates/s at %d vs at 0, %s", aN.existing, nClients(a0.conc)), ">= 90% (\"the same\")",
 			ratio(aN.api.perSec(), a0.api.perSec()), verdict(rr >= 0.9, a0.api.ok > 0))
+		c0, cN := perOpDur(a0.apiCPU, a0.api.ok+a0.api.failed), perOpDur(aN.apiCPU, aN.api.ok+aN.api.failed)
+		g.add(fmt.Sprintf("  same, by server CPU/create, %s", nClients(a0.conc)), "<= 110% of at 0",
+			ratio(float64(cN), float64(c0)), verdict(float64(cN) <= 1.1*float64(c0), c0 > 0 && cN > 0))
 	}
 	for _, l := range res.lists {
 		p99 := pct(l.lat, 99)
@@ -240,6 +248,9 @@ func (res *results) print(out io.Writer, o options) {
 	g.add(fmt.Sprintf("server RSS at %d services", res.stored), "(no goal; reported)", res.rssAtN.rss, "-")
 	if res.stored < o.services {
 		g.note("only %d of the %d Services could be created within %s; LIST and the at-N rates are at %d", res.stored, o.services, o.fillTimeout, res.stored)
+	}
+	for _, sk := range res.skipped {
+		g.note("SKIPPED (past -max-time %s): %s", o.maxTime, sk)
 	}
 	g.print(out)
 	fmt.Fprintf(out, "\nbench took %.0fs\n", res.took.Seconds())

@@ -88,8 +88,8 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if err != nil {
 		return err
 	}
-	res := &results{etcdWhere: etcdWhere, valueFrom: valueFrom, valueLen: len(value), loadStart: loadStart,
-		warmOK: warm.ok, rssStart: readRSS(o.serverPID), phases: ph.t}
+	res := &results{server: o.serverDesc, etcdWhere: etcdWhere, valueFrom: valueFrom, valueLen: len(value), loadStart: loadStart,
+		warmOK: warm.ok, rssStart: readRSS(o.serverPID), rssAtN: noRSS, rssEnd: noRSS, phases: ph.t}
 
 	// measure runs one row per concurrency. Every row writes into an empty
 	// namespace that is emptied again afterwards (and the raw keys deleted),
@@ -108,6 +108,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 			// Interleave short raw and API slices so drift in fsync latency
 			// or background work during the run hits both sides alike.
 			for round := range o.rounds {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				tag := fmt.Sprintf("%s-c%d-r%d", prefix, c.n, round)
 				slice, maxOps := o.rateDuration/time.Duration(o.rounds), max(1, o.rateMaxOps/o.rounds)
 				srv0, self0 := procCPU(o.serverPID), selfCPU()
@@ -124,7 +127,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 			if err := cleanRaw(ctx, ec); err != nil {
 				return fmt.Errorf("bench: delete raw keys: %w", err)
 			}
-			r.deleted, r.deleteErr = deleteAll(ctx, eight, ns, 3*time.Minute)
+			r.deleted, r.deleteErr = deleteAll(ctx, eight, ns, time.Minute)
 			r.deleteTook = time.Since(t0)
 			res.rates = append(res.rates, r)
 		}
@@ -135,6 +138,21 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		return err
 	}
 	ph.done("rates at 0 (raw + API)")
+
+	// A soft time budget: each phase is bounded, and once -max-time has
+	// passed the remaining phases are skipped and the report says so.
+	overBudget := func(next string) bool {
+		if time.Since(began) < o.maxTime {
+			return false
+		}
+		res.skipped = append(res.skipped, next)
+		return true
+	}
+	if overBudget("fill, lists, watch, rates at N") {
+		res.took = time.Since(began)
+		res.print(os.Stdout, o)
+		return nil
+	}
 
 	// Fill the bench namespace up to -services with 8 clients.
 	have, err := countServices(ctx, admin[0], nsBench)
@@ -147,24 +165,39 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		return err
 	}
 	ph.done("fill")
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 
 	log.Info("lists", "services", res.stored)
-	res.lists = measureLists(ctx, admin[0], nsBench, o.lists, 2*time.Minute)
+	res.lists = measureLists(ctx, admin[0], nsBench, o.lists, 30*time.Second)
 	res.rssAtN = readRSS(o.serverPID)
 	ph.done("lists")
-
-	log.Info("watch", "watchers", o.watchers)
-	watchClients, err := newClients(cfg, o.watchers)
-	if err != nil {
-		return err
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	res.watch, res.watchErr = measureWatch(ctx, one[0], watchClients, nsWatch, o.watchCreates, o.watchInterval)
-	ph.done("watch")
 
-	if err := measure(nsAtN, "atn"); err != nil {
-		return err
+	if !overBudget("watch") {
+		log.Info("watch", "watchers", o.watchers)
+		watchClients, err := newClients(cfg, o.watchers)
+		if err != nil {
+			return err
+		}
+		res.watch, res.watchErr = measureWatch(ctx, one[0], watchClients, nsWatch, o.watchCreates, o.watchInterval)
+		ph.done("watch")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	} else {
+		res.watchErr = fmt.Errorf("skipped: the run was past -max-time %s", o.maxTime)
 	}
-	ph.done("rates at N (raw + API)")
+
+	if !overBudget("rates at N") {
+		if err := measure(nsAtN, "atn"); err != nil {
+			return err
+		}
+		ph.done("rates at N (raw + API)")
+	}
 	res.rssEnd = readRSS(o.serverPID)
 	res.total, _ = countServices(ctx, admin[0], "") // only for the report
 	res.loadEnd = loadavg()
