@@ -197,7 +197,7 @@ func run(ctx context.Context, o options) error {
 	// 6. dnsperf runs.
 	var rows []row
 	for _, w := range []struct{ name, file string }{
-		{"cluster names (A, 10k Services)", files[0]},
+		{fmt.Sprintf("cluster names (A, %d Services)", o.services), files[0]},
 		{"search-path misses (NXDOMAIN)", files[1]},
 		{"cached external names (A)", files[2]},
 	} {
@@ -212,10 +212,15 @@ func run(ctx context.Context, o options) error {
 		r := row{name: w.name, max: maxRes, dnsCPU: cpuFrac}
 		for i, rate := range []float64{goalQPS / 2, maxRes.qps / 2} {
 			fmt.Fprintf(os.Stderr, "bench-dns: %s: latency at %.0f qps for %v\n", w.name, rate, o.duration)
+			busy0, cpu0 := machineBusy(), procCPU(pid)
+			t0 := time.Now()
 			res, err := dnsperf(ctx, o, dnsPort, w.file, rate, true)
 			if err != nil {
 				return err
 			}
+			el := time.Since(t0).Seconds()
+			res.dnsCores = (procCPU(pid) - cpu0).Seconds() / el
+			res.otherCores = (machineBusy()-busy0).Seconds()/el - res.dnsCores - res.perfCores
 			r.lat[i] = res
 		}
 		rows = append(rows, r)
@@ -226,11 +231,38 @@ func run(ctx context.Context, o options) error {
 	mem.hwm, _ = procStatus(pid, "VmHWM")
 	mem.anon, _ = procStatus(pid, "RssAnon")
 	mem.file, _ = procStatus(pid, "RssFile")
+	mem.goHeap = scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics))
 	report(os.Stdout, o, rows, fillTook, syncTook, mem)
 	return nil
 }
 
-type memInfo struct{ rssIdle, rss, hwm, anon, file int64 }
+type memInfo struct {
+	rssIdle, rss, hwm, anon, file int64
+	goHeap                        map[string]float64
+}
+
+// scrape reads the Go memory gauges from svcnet dns's /metrics.
+func scrape(url string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && strings.HasPrefix(f[0], "go_memstats_") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out[f[0]] = v
+		}
+		if len(f) == 2 && (f[0] == "svcnet_dns_index_names" || f[0] == "svcnet_dns_index_build_duration_seconds_count") {
+			out[f[0]], _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return out
+}
 
 type row struct {
 	name   string
@@ -368,6 +400,25 @@ type perfResult struct {
 	avgLatency            time.Duration
 	p50, p99, p999        time.Duration
 	rcodes                string
+	// CPU in cores during the run: svcnet dns, dnsperf, everything else.
+	dnsCores, perfCores, otherCores float64
+}
+
+// machineBusy is the non-idle CPU time of the whole machine (/proc/stat).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100
 }
 
 // dnsperf runs one dnsperf; qps > 0 limits the rate; verbose collects every
@@ -405,7 +456,11 @@ func dnsperf(ctx context.Context, o options, port int, file string, qps float64,
 	if runErr != nil {
 		return perfResult{}, fmt.Errorf("dnsperf %v: %w\n%s", args, runErr, tail(string(out), 20))
 	}
-	return parseDnsperf(string(out)), nil
+	r := parseDnsperf(string(out))
+	if ps := cmd.ProcessState; ps != nil {
+		r.perfCores = (ps.UserTime() + ps.SystemTime()).Seconds() / o.duration.Seconds()
+	}
+	return r, nil
 }
 
 func tail(s string, n int) string {

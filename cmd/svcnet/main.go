@@ -43,7 +43,7 @@ and cluster DNS. kubectl and client-go work against it unmodified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newKubectlCommand(), newVersionCommand(), newAgnhostCommand(), newDNSCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newKubectlCommand(), newVersionCommand(), newAgnhostCommand(), newDNSCommand(), newProxyCommand())
 	return root
 }
 

@@ -47,6 +47,8 @@ func BenchmarkList10k(b *testing.B) {
 		{"table", tableAccept},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu := processCPU()
 			for i := 0; i < b.N; i++ {
 				req, _ := http.NewRequest(http.MethodGet, env.srv.URL+"/api/v1/namespaces/default/services", nil)
 				req.Header.Set("Accept", tc.accept)
@@ -59,6 +61,7 @@ func BenchmarkList10k(b *testing.B) {
 				}
 				resp.Body.Close()
 			}
+			reportCPU(b, cpu)
 		})
 	}
 }

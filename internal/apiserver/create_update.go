@@ -156,7 +156,7 @@ func (s *Server) storeNew(ctx context.Context, res *resource, obj runtime.Object
 // applies when the server serves namespaces.
 func (s *Server) checkNamespaceForCreate(ctx context.Context, res *resource, ns, name string) error {
 	nsRes := s.byGR[corev1.Resource("namespaces")]
-	if !res.kind.Namespaced || nsRes == nil {
+	if !res.kind.Namespaced || nsRes == nil || s.nsCache.isActive(ns) {
 		return nil
 	}
 	kv, err := s.store.Get(ctx, nsRes.key("", ns))

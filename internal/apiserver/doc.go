@@ -12,7 +12,8 @@
 //	  authorize             Config.Authorizer on auth.Attributes -> 403 Status (server.go)
 //	  serveNonResource      /version, /healthz|livez|readyz, /openapi/*, discovery (health.go, server.go)
 //	  serveResource         verb dispatch (server.go)
-//	    get/list            get_list.go
+//	    get/list            get_list.go, list_pages.go (limit/continue),
+//	                        list_build.go, list_raw.go (fast LIST paths)
 //	    watch               watch.go
 //	    create/update       create_update.go, write.go
 //	    patch               patch.go
@@ -42,7 +43,20 @@
 // race is retried. managedFields are maintained on every write by
 // apimachinery's field manager, which also implements server-side apply.
 // Deletion honours finalizers, pod grace periods and namespace termination
-// (delete.go). dryRun=All runs everything but the Txn.
+// (delete.go). dryRun=All runs everything but the Txn. The namespace check
+// of a create (NamespaceLifecycle) is answered from a watch-fed cache of
+// active namespaces while Run is active, with a live read on any miss
+// (nscache.go).
+//
+// # Lists
+//
+// A LIST without limit reads the whole prefix at one revision. With limit it
+// is paged as kube-apiserver pages it: pages are read at the first page's
+// revision, the continue token is base64 JSON {v, rv, start} like upstream's,
+// and a compacted revision is 410 Gone (list_pages.go). Stored objects are
+// decoded straight into the list's Items slice (list_build.go); an
+// unfiltered protobuf LIST is not decoded at all but spliced from the stored
+// bytes (list_raw.go).
 //
 // # Errors
 //

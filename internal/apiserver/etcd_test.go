@@ -21,6 +21,7 @@ func TestEtcdBackend(t *testing.T) {
 		run  func(t *testing.T)
 	}{
 		{"CRUD", func(t *testing.T) { testCRUD(t, env) }},
+		{"ListPaging", func(t *testing.T) { testListPaging(t, env) }},
 		{"UpdateConflict", func(t *testing.T) { testUpdateConflict(t, env) }},
 		{"ServerSideApply", func(t *testing.T) { testServerSideApply(t, env) }},
 		{"Watch", func(t *testing.T) { testWatch(t, env) }},

@@ -6,7 +6,6 @@ import (
 	"strconv"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metainternalversionvalidation "k8s.io/apimachinery/pkg/apis/meta/internalversion/validation"
@@ -51,23 +50,61 @@ func (s *Server) handleList(rq *request) {
 		rq.writeError(err)
 		return
 	}
+	var list runtime.Object
+	if opts.Continue != "" {
+		if opts.ResourceVersion != "" && opts.ResourceVersion != "0" {
+			rq.writeError(apierrors.NewBadRequest("specifying resource version is not allowed when using continue"))
+			return
+		}
+		start, rev, err := decodeContinue(opts.Continue)
+		if err != nil {
+			rq.writeError(apierrors.NewBadRequest(fmt.Sprintf("invalid continue token: %v", err)))
+			return
+		}
+		list, err = s.listPage(rq, rq.res, rq.namespace, pred, rev, opts.Limit, start, true, s.newRawListBuilder(rq, rq.res, pred))
+		if err != nil {
+			rq.writeError(err)
+			return
+		}
+		rq.writeList(list)
+		return
+	}
 	rev, err := s.listRevision(rq, opts)
 	if err != nil {
 		rq.writeError(err)
 		return
 	}
-	list, err := s.list(rq, rq.res, rq.namespace, pred, rev)
+	if opts.Limit > 0 {
+		list, err = s.listPage(rq, rq.res, rq.namespace, pred, rev, opts.Limit, "", false, s.newRawListBuilder(rq, rq.res, pred))
+	} else {
+		list, err = s.listAll(rq, rq.res, rq.namespace, pred, rev, s.newRawListBuilder(rq, rq.res, pred))
+	}
 	if err != nil {
 		rq.writeError(err)
+		return
+	}
+	rq.writeList(list)
+}
+
+// writeList writes a LIST result, spliced or not.
+func (rq *request) writeList(list runtime.Object) {
+	if rl, ok := list.(*rawList); ok {
+		rq.writeRawList(rl)
 		return
 	}
 	rq.writeObject(http.StatusOK, list, shapeList)
 }
 
 // list reads the matching objects of res at rev (0 = latest) into a list
-// object whose resourceVersion is the revision read at. limit and continue
-// are ignored: every list is complete.
+// object whose resourceVersion is the revision read at. It reads the whole
+// list; paged lists (limit/continue) go through listPage.
 func (s *Server) list(rq *request, res *resource, namespace string, pred predicate, rev int64) (runtime.Object, error) {
+	return s.listAll(rq, res, namespace, pred, rev, nil)
+}
+
+// listAll is list, spliced into a protobuf body by raw when it is not nil
+// (the result is then a *rawList).
+func (s *Server) listAll(rq *request, res *resource, namespace string, pred predicate, rev int64, raw *rawListBuilder) (runtime.Object, error) {
 	kvs, listRev, err := s.store.List(rq.ctx, res.listPrefix(namespace), rev)
 	if storage.IsExpired(err) {
 		return nil, apierrors.NewResourceExpired(fmt.Sprintf("The resourceVersion for the provided list is too old: %d", rev))
@@ -75,25 +112,27 @@ func (s *Server) list(rq *request, res *resource, namespace string, pred predica
 	if err != nil {
 		return nil, err
 	}
-	items := make([]runtime.Object, 0, len(kvs))
+	if raw != nil {
+		spliced := true
+		for i := range kvs {
+			if spliced = raw.add(&kvs[i]); !spliced {
+				break
+			}
+		}
+		if spliced {
+			return raw.finish(listRev, "", nil)
+		}
+	}
+	b := s.newListBuilder(res, len(kvs))
 	for i := range kvs {
-		obj, err := s.decodeKV(res, &kvs[i])
-		if err != nil {
+		if _, err := b.add(&kvs[i], pred); err != nil {
 			return nil, err
 		}
-		if pred.matches(res, obj) {
-			items = append(items, obj)
-		}
 	}
-	list := res.kind.NewList()
-	if err := meta.SetList(list, items); err != nil {
-		return nil, err
-	}
-	lm, err := meta.ListAccessor(list)
+	list, _, err := b.finish(listRev)
 	if err != nil {
 		return nil, err
 	}
-	lm.SetResourceVersion(strconv.FormatInt(listRev, 10))
 	return list, nil
 }
 

@@ -51,6 +51,7 @@ func (s *Server) markNamespaceTerminating(ctx context.Context, res *resource, cu
 	if dryRun {
 		return upd, nil
 	}
+	s.nsCache.markTerminating(upd.Name)
 	out, err := s.putOver(ctx, res, upd, kv)
 	if err != nil {
 		return nil, err

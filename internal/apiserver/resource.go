@@ -40,6 +40,11 @@ type resource struct {
 	storageEncoder runtime.Encoder
 	// jsonEncoder writes the versioned JSON form patches are applied to.
 	jsonEncoder runtime.Encoder
+
+	// rawLayout says how to splice stored objects into a protobuf LIST
+	// (list_raw.go); rawLayoutOK is false when the list type does not allow it.
+	rawLayout   rawListLayout
+	rawLayoutOK bool
 }
 
 func (s *Server) newResource(k *registry.Kind) (*resource, error) {
@@ -68,6 +73,7 @@ func (s *Server) newResource(k *registry.Kind) (*resource, error) {
 		}
 		r.fieldLabels = labels
 	}
+	r.rawLayout, r.rawLayoutOK = rawLayoutFor(r)
 	if !s.scheme.Recognizes(gvk) {
 		return nil, fmt.Errorf("apiserver: kind %s is not in the client-go scheme", gvk)
 	}

@@ -97,6 +97,8 @@ func (rq *request) transform(obj runtime.Object, as string, shape responseShape)
 		list := &metav1.PartialObjectMetadataList{}
 		if lm, err := meta.ListAccessor(obj); err == nil {
 			list.ResourceVersion = lm.GetResourceVersion()
+			list.Continue = lm.GetContinue()
+			list.RemainingItemCount = lm.GetRemainingItemCount()
 		}
 		for _, item := range items {
 			m, err := meta.Accessor(item)

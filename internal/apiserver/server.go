@@ -48,6 +48,9 @@ type Server struct {
 	// true while Run is active.
 	nsKick    chan struct{}
 	nsRunning atomic.Bool
+
+	// nsCache answers the namespace check of creates while Run is active.
+	nsCache nsCache
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -137,7 +140,10 @@ var getCodecs = sync.OnceValue(func() codecSet {
 func (s *Server) Run(ctx context.Context) {
 	s.nsRunning.Store(true)
 	defer s.nsRunning.Store(false)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.runNamespaceCache(ctx) })
 	s.runNamespaceCleaner(ctx)
+	wg.Wait()
 }
 
 // request is one API request being served.

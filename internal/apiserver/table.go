@@ -54,6 +54,8 @@ func (s *Server) toTable(res *resource, obj runtime.Object, isList bool, opts me
 		}
 		if lm, err := meta.ListAccessor(obj); err == nil {
 			table.ResourceVersion = lm.GetResourceVersion()
+			table.Continue = lm.GetContinue()
+			table.RemainingItemCount = lm.GetRemainingItemCount()
 		}
 	} else if m, err := meta.Accessor(obj); err == nil {
 		table.ResourceVersion = m.GetResourceVersion()

@@ -88,6 +88,7 @@ type Controller struct {
 	podIndexer          cache.Indexer
 	nodeLister          corelisters.NodeLister
 	endpointSliceLister discoverylisters.EndpointSliceLister
+	sliceIndexer        cache.Indexer
 	synced              []cache.InformerSynced
 
 	reconciler           *endpointslicerec.Reconciler
@@ -166,6 +167,9 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 	if err := selectorindex.AddPodIndex(podInformer.Informer()); err != nil {
 		return nil, fmt.Errorf("endpointslice: %w", err)
 	}
+	if err := selectorindex.AddSliceIndex(sliceInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("endpointslice: %w", err)
+	}
 
 	handlers := []struct {
 		inf cache.SharedIndexInformer
@@ -203,6 +207,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 	c.podIndexer = podInformer.Informer().GetIndexer()
 	c.nodeLister = nodeInformer.Lister()
 	c.endpointSliceLister = sliceInformer.Lister()
+	c.sliceIndexer = sliceInformer.Informer().GetIndexer()
 
 	c.reconciler = endpointslicerec.NewReconciler(
 		c.client,
@@ -353,13 +358,9 @@ func (c *Controller) forgetService(ctx context.Context, namespace, name string) 
 
 // managedSlices lists, from the cache, the slices we manage for a Service.
 func (c *Controller) managedSlices(namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
-	sel := labels.Set{
-		discoveryv1.LabelServiceName: name,
-		discoveryv1.LabelManagedBy:   ControllerName,
-	}.AsSelectorPreValidated()
-	slices, err := c.endpointSliceLister.EndpointSlices(namespace).List(sel)
+	slices, err := selectorindex.SlicesFor(c.sliceIndexer, namespace, name, ControllerName)
 	if err != nil {
-		return nil, fmt.Errorf("endpointslice: list slices of %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("endpointslice: %w", err)
 	}
 	return slices, nil
 }

@@ -43,6 +43,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	endpointsliceutil "k8s.io/endpointslice/util"
+
+	"github.com/svcnet/svcnet/internal/controller/endpointslice/selectorindex"
 )
 
 const (
@@ -82,6 +84,7 @@ type Controller struct {
 
 	endpointsLister     corelisters.EndpointsLister
 	endpointSliceLister discoverylisters.EndpointSliceLister
+	sliceIndexer        cache.Indexer
 	serviceLister       corelisters.ServiceLister
 	synced              []cache.InformerSynced
 
@@ -136,6 +139,9 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 	epInformer := factory.Core().V1().Endpoints()
 	sliceInformer := factory.Discovery().V1().EndpointSlices()
 	svcInformer := factory.Core().V1().Services()
+	if err := selectorindex.AddSliceIndex(sliceInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("endpointslicemirroring: %w", err)
+	}
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -164,6 +170,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 	}
 	c.endpointsLister = epInformer.Lister()
 	c.endpointSliceLister = sliceInformer.Lister()
+	c.sliceIndexer = sliceInformer.Informer().GetIndexer()
 	c.serviceLister = svcInformer.Lister()
 	return c, nil
 }
@@ -269,13 +276,9 @@ func (c *Controller) deleteMirroredSlices(ctx context.Context, namespace, name s
 }
 
 func (c *Controller) mirroredSlices(namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
-	sel := labels.Set{
-		discoveryv1.LabelServiceName: name,
-		discoveryv1.LabelManagedBy:   ControllerName,
-	}.AsSelectorPreValidated()
-	slices, err := c.endpointSliceLister.EndpointSlices(namespace).List(sel)
+	slices, err := selectorindex.SlicesFor(c.sliceIndexer, namespace, name, ControllerName)
 	if err != nil {
-		return nil, fmt.Errorf("endpointslicemirroring: list slices of %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("endpointslicemirroring: %w", err)
 	}
 	return slices, nil
 }

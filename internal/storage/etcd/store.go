@@ -253,3 +253,32 @@ func (s *Store) Status(ctx context.Context) (*etcdserverpb.StatusResponse, error
 	}
 	return (*etcdserverpb.StatusResponse)(resp), nil
 }
+
+// ListRange is List restricted to the keys in [prefix+start, end of prefix),
+// at most limit of them (0 = no limit), read at rev (0 = the latest,
+// consistent). more says whether keys remain after the returned ones, and
+// count is the number of keys in the whole range (returned ones included).
+// It is an optional addition to storage.Interface that lets the apiserver
+// read LIST pages without reading the whole prefix.
+func (s *Store) ListRange(ctx context.Context, prefix, start string, rev, limit int64) (kvs []storage.KV, listRev int64, more bool, count int64, err error) {
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix))}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	resp, err := s.client.Get(ctx, prefix+start, opts...)
+	if err != nil {
+		return nil, 0, false, 0, wrapErr("list "+prefix, err)
+	}
+	kvs = make([]storage.KV, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		kvs[i] = toKV(kv)
+	}
+	listRev = resp.Header.Revision
+	if rev > 0 {
+		listRev = rev
+	}
+	return kvs, listRev, resp.More, resp.Count, nil
+}

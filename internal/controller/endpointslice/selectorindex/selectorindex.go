@@ -1,6 +1,6 @@
-// Package selectorindex finds the pods a Service selects, and the Services
-// that select a pod, through informer indexes instead of scanning a whole
-// namespace.
+// Package selectorindex finds the pods a Service selects, the Services that
+// select a pod, and the EndpointSlices of a Service, through informer
+// indexes instead of scanning a whole namespace.
 //
 // Upstream's endpoint controllers list every pod of the namespace and test
 // the Service's selector on each (and, for a pod event, every Service of the
@@ -11,6 +11,8 @@
 //   - pods are indexed under each of their labels;
 //   - Services are indexed under each pair of their selector (an empty,
 //     non-nil selector, which selects every pod, under "<namespace>/*").
+//
+// EndpointSlices are indexed by their kubernetes.io/service-name label.
 //
 // A selector lookup reads the smallest bucket among its pairs and then checks
 // the whole selector, so the result is exactly what labels.Selector.Matches
@@ -24,6 +26,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/cache"
@@ -35,6 +38,9 @@ const (
 	PodLabelIndex = "svcnet.io/pod-label"
 	// ServiceSelectorIndex is the name of the Service informer index.
 	ServiceSelectorIndex = "svcnet.io/service-selector"
+	// SliceServiceIndex is the name of the EndpointSlice informer index,
+	// keyed by "<namespace>/<kubernetes.io/service-name label>".
+	SliceServiceIndex = "svcnet.io/slice-service"
 )
 
 // pairKey is the index value for one label pair in a namespace.
@@ -69,6 +75,41 @@ func serviceSelectorIndexFunc(obj interface{}) ([]string, error) {
 	out := make([]string, 0, len(svc.Spec.Selector))
 	for k, v := range svc.Spec.Selector {
 		out = append(out, pairKey(svc.Namespace, k, v))
+	}
+	return out, nil
+}
+
+func sliceServiceIndexFunc(obj interface{}) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name, ok := s.Labels[discoveryv1.LabelServiceName]
+	if !ok {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + name}, nil
+}
+
+// AddSliceIndex adds SliceServiceIndex to an EndpointSlice informer unless
+// it is there.
+func AddSliceIndex(inf cache.SharedIndexInformer) error {
+	return addIndex(inf, SliceServiceIndex, sliceServiceIndexFunc)
+}
+
+// SlicesFor returns the EndpointSlices labelled for Service namespace/name
+// and managed by managedBy, as a label-selector List would, without scanning
+// the namespace. The indexer must carry SliceServiceIndex.
+func SlicesFor(indexer cache.Indexer, namespace, name, managedBy string) ([]*discoveryv1.EndpointSlice, error) {
+	objs, err := indexer.ByIndex(SliceServiceIndex, namespace+"/"+name)
+	if err != nil {
+		return nil, fmt.Errorf("selectorindex: slices of %s/%s: %w", namespace, name, err)
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelManagedBy] == managedBy {
+			out = append(out, s)
+		}
 	}
 	return out, nil
 }

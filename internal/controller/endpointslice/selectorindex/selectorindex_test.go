@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
@@ -190,5 +191,40 @@ func TestServicesToUpdate(t *testing.T) {
 				t.Errorf("got %q, want %q", s, tt.want)
 			}
 		})
+	}
+}
+
+func TestSlicesFor(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{SliceServiceIndex: sliceServiceIndexFunc})
+	slice := func(ns, name, svc, by string) *discoveryv1.EndpointSlice {
+		l := map[string]string{discoveryv1.LabelManagedBy: by}
+		if svc != "" {
+			l[discoveryv1.LabelServiceName] = svc
+		}
+		return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}}
+	}
+	for _, s := range []*discoveryv1.EndpointSlice{
+		slice("a", "web-1", "web", "us"),
+		slice("a", "web-2", "web", "us"),
+		slice("a", "web-x", "web", "someone-else"),
+		slice("a", "db-1", "db", "us"),
+		slice("b", "web-3", "web", "us"),
+		slice("a", "nolabel", "", "us"),
+	} {
+		if err := idx.Add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := SlicesFor(idx, "a", "web", "us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range got {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != "web-1,web-2" {
+		t.Errorf("got %v, want web-1,web-2", names)
 	}
 }

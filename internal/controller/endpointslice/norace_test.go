@@ -1,0 +1,5 @@
+//go:build !race
+
+package endpointslice_test
+
+const raceEnabled = false

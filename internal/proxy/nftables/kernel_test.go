@@ -1,0 +1,126 @@
+package nftables
+
+import (
+	"context"
+	"math/rand/v2"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+
+	"github.com/svcnet/svcnet/internal/proxy"
+	"github.com/svcnet/svcnet/internal/proxy/proxytest"
+)
+
+// requireKernel skips unless running as root inside the private network
+// namespace that TestMain (proxytest.Main, in realtraffic_test.go) sets up.
+func requireKernel(t *testing.T) {
+	t.Helper()
+	if !proxytest.InSandbox() {
+		t.Skip("needs root: runs inside a private network namespace (proxytest.Main)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed")
+	}
+}
+
+// snapshotObjects lists chains, sets and maps with their elements and the
+// rules of every chain, in a normalized text form comparable between the
+// kernel and the Fake.
+func snapshotObjects(t *testing.T, nft knftables.Interface) string {
+	t.Helper()
+	ctx := context.Background()
+	var out []string
+	for _, typ := range []string{"chains", "sets", "maps"} {
+		names, err := nft.List(ctx, typ)
+		if err != nil && !knftables.IsNotFound(err) {
+			t.Fatalf("list %s: %v", typ, err)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			out = append(out, typ+" "+n)
+			switch typ {
+			case "chains":
+				rules, err := nft.ListRules(ctx, n)
+				if err != nil {
+					t.Fatalf("list rules of %s: %v", n, err)
+				}
+				out = append(out, "  rules "+strconv.Itoa(len(rules)))
+			default:
+				kind := strings.TrimSuffix(typ, "s")
+				elems, err := nft.ListElements(ctx, kind, n)
+				if err != nil {
+					t.Fatalf("list elements of %s: %v", n, err)
+				}
+				var es []string
+				for _, e := range elems {
+					es = append(es, strings.Join(e.Key, " . ")+" : "+strings.Join(e.Value, " "))
+				}
+				slices.Sort(es)
+				for _, e := range es {
+					out = append(out, "  "+e)
+				}
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestKernelAcceptsSyncs runs the golden states, in shuffled order with
+// partial syncs, through the real nft binary and kernel (inside the test's
+// private network namespace), and checks after every step that the
+// kernel holds the same chains, rule counts and elements as the Fake.
+func TestKernelAcceptsSyncs(t *testing.T) {
+	requireKernel(t)
+	ctx := context.Background()
+	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+		t.Run(string(fam), func(t *testing.T) {
+			real, err := NewInterface(fam)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kb, err := New(testConfig(fam), real)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := kb.Cleanup(ctx); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			fb, fake, _ := newTestBackend(t, testConfig(fam))
+
+			var states []*proxy.State
+			for _, tc := range goldenCases() {
+				if tc.mod == nil {
+					states = append(states, tc.state)
+				}
+			}
+			states = append(states, mergeStates(states...), proxy.NewState(testNode))
+			r := rand.New(rand.NewPCG(7, 0))
+			prev := proxy.NewState(testNode)
+			for step, idx := range append(r.Perm(len(states)), r.Perm(len(states))...) {
+				next := withChanged(prev, states[idx])
+				if err := kb.Sync(ctx, next); err != nil {
+					t.Fatalf("step %d (state %d): kernel rejected sync: %v", step, idx, err)
+				}
+				mustSync(t, fb, next)
+				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
+					t.Fatalf("step %d (state %d): kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", step, idx, got, want)
+				}
+				prev = states[idx]
+			}
+			// Cleanup removes everything.
+			if err := kb.Cleanup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := real.List(ctx, "chains"); !knftables.IsNotFound(err) {
+				t.Errorf("table still present after Cleanup (err=%v)", err)
+			}
+		})
+	}
+}

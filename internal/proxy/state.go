@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ServicePortName identifies one port of one Service: the unit every backend
+// programs. Two ports of the same Service are two independent virtual services.
+type ServicePortName struct {
+	types.NamespacedName
+	// Port is the port's name (empty for a single unnamed port).
+	Port string
+	// Protocol is TCP, UDP or SCTP.
+	Protocol v1.Protocol
+}
+
+// String returns "ns/name:port" (":port" omitted when the port is unnamed),
+// the same spelling kube-proxy uses in logs and chain names.
+func (n ServicePortName) String() string {
+	if n.Port == "" {
+		return n.NamespacedName.String()
+	}
+	return fmt.Sprintf("%s:%s", n.NamespacedName, n.Port)
+}
+
+// ServicePort is the desired state of one virtual service, derived from a
+// v1.Service. It holds only what a backend needs; every field is already
+// validated and parsed (addresses are netip values, never strings).
+//
+// A ServicePort is immutable once placed in a State: backends and the core
+// may share the pointer across snapshots.
+type ServicePort struct {
+	Name ServicePortName
+
+	// ClusterIPs are the Service's cluster IPs (one per family). Never empty:
+	// headless Services are not proxied and never reach a State.
+	ClusterIPs []netip.Addr
+	// Port is the Service port (spec.ports[].port).
+	Port int32
+	// Protocol repeats Name.Protocol for convenience.
+	Protocol v1.Protocol
+	// NodePort is spec.ports[].nodePort, 0 when none.
+	NodePort int32
+	// ExternalIPs are spec.externalIPs.
+	ExternalIPs []netip.Addr
+	// LoadBalancerIPs are the IPs of status.loadBalancer.ingress (hostnames and
+	// ingress entries with ipMode Proxy are skipped, as upstream does).
+	LoadBalancerIPs []netip.Addr
+	// LoadBalancerSourceRanges restricts which clients may use the
+	// LoadBalancer IPs (not NodePorts, not ClusterIPs). Empty means everyone.
+	LoadBalancerSourceRanges []netip.Prefix
+
+	// AffinityTimeout is the ClientIP session affinity timeout; 0 means no
+	// affinity (sessionAffinity None).
+	AffinityTimeout time.Duration
+
+	// ExternalPolicyLocal is externalTrafficPolicy: Local (applies to NodePort,
+	// ExternalIPs and LoadBalancer IPs; implies no SNAT for external traffic).
+	ExternalPolicyLocal bool
+	// InternalPolicyLocal is internalTrafficPolicy: Local (applies to ClusterIP).
+	InternalPolicyLocal bool
+	// HealthCheckNodePort is spec.healthCheckNodePort (set only for
+	// type LoadBalancer with ExternalPolicyLocal), 0 when none.
+	HealthCheckNodePort int32
+}
+
+// ExternallyAccessible reports whether the service has any external entry
+// point (NodePort, ExternalIPs or LoadBalancer IPs).
+func (sp *ServicePort) ExternallyAccessible() bool {
+	return sp.NodePort != 0 || len(sp.ExternalIPs) > 0 || len(sp.LoadBalancerIPs) > 0
+}
+
+// Endpoint is one backend of one ServicePort, merged from the EndpointSlices
+// of its Service (deduplicated by IP and port).
+type Endpoint struct {
+	IP   netip.Addr
+	Port int32
+	// Ready, Serving and Terminating are the EndpointSlice conditions (nil
+	// Ready/Serving count as true, nil Terminating as false, as upstream).
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	// NodeName is the endpoint's node ("" when unknown); IsLocal is
+	// NodeName == State.NodeName.
+	NodeName string
+	IsLocal  bool
+	// Zone is the endpoint's zone ("" when unknown).
+	Zone string
+}
+
+// AddrPort returns IP:Port.
+func (e Endpoint) AddrPort() netip.AddrPort {
+	return netip.AddrPortFrom(e.IP, uint16(e.Port))
+}
+
+// String returns "IP:Port".
+func (e Endpoint) String() string { return e.AddrPort().String() }
+
+// State is the complete desired state a Backend programs in one Sync: a
+// point-in-time snapshot built by the core from the Service, EndpointSlice
+// and Node informers.
+//
+// The model:
+//   - Services holds one ServicePort per proxied Service port. Services with
+//     the label service.kubernetes.io/service-proxy-name, ExternalName
+//     Services and headless Services (clusterIP None) are absent.
+//   - Endpoints holds, for every key of Services that has any, the merged
+//     endpoints from the Service's EndpointSlices (slices labelled
+//     service.kubernetes.io/headless are skipped), sorted by IP then port.
+//     Endpoints is keyed by ServicePortName too, so a port without endpoints
+//     simply has no entry. All endpoints are listed, whatever their
+//     conditions; backends choose among them with CategorizeEndpoints, which
+//     applies traffic policies and the serving-terminating fallback.
+//   - Changed lists the ServicePortNames whose Service or endpoints changed
+//     since the previous State handed to the backend (including deleted ones,
+//     which are then absent from Services). It is a hint for partial syncs.
+//   - Full asks the backend to ignore its record of what it wrote and
+//     rewrite everything (periodic resync, first sync, after a failure).
+//
+// A State and everything it points to is read-only for backends and may be
+// shared between goroutines. The same State may be passed twice (Sync must
+// be idempotent). Backends that keep their own record of what they wrote
+// (as the nftables backend does) may ignore Changed and diff by themselves;
+// Changed is always a superset of the real changes.
+type State struct {
+	// NodeName is this node's name (used for IsLocal and ETP/ITP Local).
+	NodeName string
+	// NodeZone is this node's topology.kubernetes.io/zone label, "" if none.
+	NodeZone string
+	// NodeIPs are this node's InternalIP/ExternalIP addresses from its Node
+	// object (may be empty before the Node is seen).
+	NodeIPs []netip.Addr
+
+	Services  map[ServicePortName]*ServicePort
+	Endpoints map[ServicePortName][]Endpoint
+
+	Changed map[ServicePortName]struct{}
+	Full    bool
+
+	// Generation increases by one for every snapshot the core builds.
+	Generation uint64
+}
+
+// NewState returns an empty State for node.
+func NewState(nodeName string) *State {
+	return &State{
+		NodeName:  nodeName,
+		Services:  map[ServicePortName]*ServicePort{},
+		Endpoints: map[ServicePortName][]Endpoint{},
+		Changed:   map[ServicePortName]struct{}{},
+	}
+}

@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Tracker accumulates Service, EndpointSlice and Node changes (from
+// informer handlers, any goroutine) and builds State snapshots for the sync
+// runner. It records which service ports changed since the last snapshot and
+// when the oldest unprogrammed change happened (for the network programming
+// latency metric).
+type Tracker struct {
+	nodeName string
+
+	mu sync.Mutex // guards the fields below
+	// services holds the current proxied ports of every Service.
+	services map[types.NamespacedName]map[ServicePortName]*ServicePort
+	// slices holds the current EndpointSlices by Service, then slice name.
+	slices map[types.NamespacedName]map[string]*discovery.EndpointSlice
+	// endpoints caches MergeEndpoints per Service; entries are recomputed
+	// for dirty Services at snapshot time.
+	endpoints map[types.NamespacedName]map[ServicePortName][]Endpoint
+	// dirty lists Services changed since the last snapshot, with the time
+	// of their first unprogrammed change.
+	dirty map[types.NamespacedName]time.Time
+	// lastPorts is the set of port names of each Service in the last
+	// snapshot, so deleted ports appear in State.Changed.
+	lastPorts map[types.NamespacedName][]ServicePortName
+
+	nodeIPs     []netip.Addr
+	nodeZone    string
+	nodeChanged bool
+	generation  uint64
+	// synced flags are set once each informer has delivered its initial list.
+	servicesSynced, slicesSynced bool
+}
+
+// NewTracker returns an empty Tracker for node nodeName.
+func NewTracker(nodeName string) *Tracker {
+	return &Tracker{
+		nodeName:  nodeName,
+		services:  map[types.NamespacedName]map[ServicePortName]*ServicePort{},
+		slices:    map[types.NamespacedName]map[string]*discovery.EndpointSlice{},
+		endpoints: map[types.NamespacedName]map[ServicePortName][]Endpoint{},
+		dirty:     map[types.NamespacedName]time.Time{},
+		lastPorts: map[types.NamespacedName][]ServicePortName{},
+	}
+}
+
+func (t *Tracker) markLocked(nn types.NamespacedName, at time.Time) {
+	if _, ok := t.dirty[nn]; !ok {
+		t.dirty[nn] = at
+	}
+}
+
+// UpdateService records svc (added or changed). It returns whether the
+// proxied state changed.
+func (t *Tracker) UpdateService(svc *v1.Service) bool {
+	nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	ports := ServicePorts(svc)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.services[nn]
+	if reflect.DeepEqual(old, ports) || (len(old) == 0 && len(ports) == 0) {
+		return false
+	}
+	if len(ports) == 0 {
+		delete(t.services, nn)
+	} else {
+		t.services[nn] = ports
+	}
+	t.markLocked(nn, time.Now())
+	return true
+}
+
+// DeleteService records the deletion of a Service.
+func (t *Tracker) DeleteService(nn types.NamespacedName) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.services[nn]; !ok {
+		return false
+	}
+	delete(t.services, nn)
+	t.markLocked(nn, time.Now())
+	return true
+}
+
+// UpdateSlice records an EndpointSlice (added or changed). It returns
+// whether anything changed.
+func (t *Tracker) UpdateSlice(s *discovery.EndpointSlice) bool {
+	nn, ok := SliceService(s)
+	if !ok {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.slices[nn]
+	if m == nil {
+		m = map[string]*discovery.EndpointSlice{}
+		t.slices[nn] = m
+	}
+	if old := m[s.Name]; old != nil && reflect.DeepEqual(old.Endpoints, s.Endpoints) && reflect.DeepEqual(old.Ports, s.Ports) {
+		return false
+	}
+	m[s.Name] = s
+	t.markLocked(nn, changeTime(s))
+	return true
+}
+
+// DeleteSlice records the deletion of an EndpointSlice.
+func (t *Tracker) DeleteSlice(s *discovery.EndpointSlice) bool {
+	nn, ok := SliceService(s)
+	if !ok {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.slices[nn]
+	if _, ok := m[s.Name]; !ok {
+		return false
+	}
+	delete(m, s.Name)
+	if len(m) == 0 {
+		delete(t.slices, nn)
+	}
+	t.markLocked(nn, time.Now())
+	return true
+}
+
+// changeTime is the EndpointSlice's last-change-trigger-time annotation
+// (set by the EndpointSlice controller to the time of the Pod/Service
+// change), or now.
+func changeTime(s *discovery.EndpointSlice) time.Time {
+	if v := s.Annotations[v1.EndpointsLastChangeTriggerTime]; v != "" {
+		if ts, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return ts
+		}
+	}
+	return time.Now()
+}
+
+// UpdateNode records this node's addresses and zone. It returns whether
+// they changed.
+func (t *Tracker) UpdateNode(node *v1.Node) bool {
+	var ips []netip.Addr
+	for _, a := range node.Status.Addresses {
+		if a.Type == v1.NodeInternalIP || a.Type == v1.NodeExternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				ips = append(ips, ip.Unmap())
+			}
+		}
+	}
+	zone := node.Labels[v1.LabelTopologyZone]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if reflect.DeepEqual(ips, t.nodeIPs) && zone == t.nodeZone {
+		return false
+	}
+	t.nodeIPs, t.nodeZone, t.nodeChanged = ips, zone, true
+	return true
+}
+
+// SetSynced marks the initial lists as delivered.
+func (t *Tracker) SetSynced(services, slices bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.servicesSynced = t.servicesSynced || services
+	t.slicesSynced = t.slicesSynced || slices
+}
+
+// Ready reports whether both initial lists were delivered, so a snapshot
+// will not wrongly remove every service.
+func (t *Tracker) Ready() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.servicesSynced && t.slicesSynced
+}
+
+// Pending reports whether there are changes not yet in a snapshot.
+func (t *Tracker) Pending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.dirty) > 0 || t.nodeChanged
+}
+
+// Snapshot builds a State with every current service and endpoint, the
+// changes since the previous snapshot in Changed, and full as State.Full.
+// It returns the change times of the included changes; the caller observes
+// them as programming latency once the backend has synced.
+func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.generation++
+	st := &State{
+		NodeName:   t.nodeName,
+		NodeZone:   t.nodeZone,
+		NodeIPs:    append([]netip.Addr(nil), t.nodeIPs...),
+		Services:   make(map[ServicePortName]*ServicePort, len(t.services)),
+		Endpoints:  make(map[ServicePortName][]Endpoint, len(t.services)),
+		Changed:    make(map[ServicePortName]struct{}, len(t.dirty)),
+		Full:       full || t.nodeChanged,
+		Generation: t.generation,
+	}
+	times := make([]time.Time, 0, len(t.dirty))
+	for nn, at := range t.dirty {
+		times = append(times, at)
+		for _, n := range t.lastPorts[nn] {
+			st.Changed[n] = struct{}{}
+		}
+		var ss []*discovery.EndpointSlice
+		for _, s := range t.slices[nn] {
+			ss = append(ss, s)
+		}
+		if len(ss) == 0 {
+			delete(t.endpoints, nn)
+		} else {
+			t.endpoints[nn] = MergeEndpoints(nn, ss, t.nodeName)
+		}
+		ports := t.services[nn]
+		names := make([]ServicePortName, 0, len(ports))
+		for n := range ports {
+			st.Changed[n] = struct{}{}
+			names = append(names, n)
+		}
+		if len(names) == 0 {
+			delete(t.lastPorts, nn)
+		} else {
+			t.lastPorts[nn] = names
+		}
+	}
+	clear(t.dirty)
+	t.nodeChanged = false
+	for nn, ports := range t.services {
+		eps := t.endpoints[nn]
+		for n, sp := range ports {
+			st.Services[n] = sp
+			if e := eps[n]; len(e) > 0 {
+				st.Endpoints[n] = e
+			}
+		}
+	}
+	return st, times
+}
+
+// Requeue marks every Service dirty again with the given change times
+// lost; used when a snapshot could not be programmed. (The next snapshot is
+// full anyway; this keeps Changed a superset.)
+func (t *Tracker) Requeue(st *State) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for n := range st.Changed {
+		t.markLocked(n.NamespacedName, now)
+	}
+}
