@@ -123,6 +123,7 @@ type resolved struct {
 	serviceCIDR   *net.IPNet
 	serviceIP     net.IP
 	nodePortRange utilnet.PortRange
+	dnsIP         net.IP
 	// disabledControllers is Controllers parsed (manager.ParseControllers).
 	disabledControllers map[string]bool
 }
@@ -173,6 +174,9 @@ func (c Config) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("server: --service-cluster-ip-range: %w", err)
 	}
 	if r.serviceIP, err = firstServiceIP(r.serviceCIDR); err != nil {
+		return nil, err
+	}
+	if r.dnsIP, err = dnsServiceIP(r.serviceCIDR); err != nil {
 		return nil, err
 	}
 	pr, err := utilnet.ParsePortRange(c.ServiceNodePortRange)
@@ -245,13 +249,21 @@ func usableEndpointIP(ip net.IP) bool {
 
 // firstServiceIP returns the first usable address of the Service CIDR: the
 // kubernetes Service's ClusterIP (10.96.0.1 for 10.96.0.0/12).
-func firstServiceIP(cidr *net.IPNet) (net.IP, error) {
+func firstServiceIP(cidr *net.IPNet) (net.IP, error) { return nthServiceIP(cidr, 1) }
+
+// dnsServiceIP is the cluster DNS address: the tenth of the service CIDR
+// (10.96.0.10 for 10.96.0.0/12), as kubeadm and k3s choose it.
+func dnsServiceIP(cidr *net.IPNet) (net.IP, error) { return nthServiceIP(cidr, 10) }
+
+func nthServiceIP(cidr *net.IPNet, n int) (net.IP, error) {
 	ip := make(net.IP, len(cidr.IP))
 	copy(ip, cidr.IP)
-	for i := len(ip) - 1; i >= 0; i-- {
-		ip[i]++
-		if ip[i] != 0 {
-			break
+	for ; n > 0; n-- {
+		for i := len(ip) - 1; i >= 0; i-- {
+			ip[i]++
+			if ip[i] != 0 {
+				break
+			}
 		}
 	}
 	if !cidr.Contains(ip) {

@@ -20,6 +20,9 @@ func TestResolve(t *testing.T) {
 				if r.DataDir != DefaultDataDir || r.SecurePort != 6443 || r.BindAddress != "0.0.0.0" {
 					t.Errorf("defaults: %+v", r.Config)
 				}
+				if r.dnsIP.String() != "10.96.0.10" {
+					t.Errorf("cluster DNS IP %v, want 10.96.0.10", r.dnsIP)
+				}
 				if r.serviceIP.String() != "10.96.0.1" || r.serviceCIDR.String() != "10.96.0.0/12" {
 					t.Errorf("service IP %v in %v", r.serviceIP, r.serviceCIDR)
 				}

@@ -50,6 +50,7 @@ import (
 	"github.com/svcnet/svcnet/internal/auth"
 	"github.com/svcnet/svcnet/internal/bootstrap"
 	"github.com/svcnet/svcnet/internal/controller/manager"
+	"github.com/svcnet/svcnet/internal/dns"
 	"github.com/svcnet/svcnet/internal/registry/kinds"
 	"github.com/svcnet/svcnet/internal/registry/service"
 	"github.com/svcnet/svcnet/internal/storage/etcd"
@@ -246,6 +247,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := bootstrap.Ensure(ctx, client, r.serviceIP, r.advertiseIP, int32(r.SecurePort), r.Logger); err != nil {
 		return fmt.Errorf("server: bootstrap: %w", err)
+	}
+	if err := dns.EnsureKubeDNS(ctx, client, r.dnsIP); err != nil {
+		return fmt.Errorf("server: bootstrap kube-dns service: %w", err)
 	}
 
 	// 6. Kubeconfigs.

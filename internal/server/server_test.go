@@ -121,6 +121,13 @@ func TestRunServesBootstrapsAndRestarts(t *testing.T) {
 	if svc.Spec.ClusterIP != "10.96.0.1" {
 		t.Errorf("kubernetes ClusterIP = %s, want 10.96.0.1", svc.Spec.ClusterIP)
 	}
+	dnsSvc, err := c.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("kube-dns service: %v", err)
+	}
+	if dnsSvc.Spec.ClusterIP != "10.96.0.10" || len(dnsSvc.Spec.Ports) != 3 {
+		t.Errorf("kube-dns = %s with %d ports, want 10.96.0.10 with dns, dns-tcp and metrics", dnsSvc.Spec.ClusterIP, len(dnsSvc.Spec.Ports))
+	}
 
 	// The node kubeconfig names the advertise address and the join token.
 	nodeCfg, err := clientcmd.LoadFromFile(info.NodeKubeconfig)
