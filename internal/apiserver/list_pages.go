@@ -112,12 +112,15 @@ func (s *Server) listPage(rq *request, res *resource, namespace string, pred pre
 	firstStart, firstRev := start, rev
 	fetch := limit
 	var (
-		b         = s.newListBuilder(res, int(min(limit, maxPageFetch)))
+		b         *listBuilder
 		matched   int64
 		more      bool
 		remaining int64
 		lastKey   string
 	)
+	if raw == nil {
+		b = s.newListBuilder(res, int(min(limit, maxPageFetch)))
+	}
 pages:
 	for {
 		kvs, listRev, m, count, err := s.listRange(rq.ctx, prefix, start, rev, fetch)
