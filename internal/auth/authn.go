@@ -1,12 +1,15 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -97,11 +100,73 @@ func (t *TokenAuthenticator) AuthenticateRequest(r *http.Request) (*User, bool, 
 // are the groups (the upstream x509 authenticator's convention).
 type CertAuthenticator struct {
 	roots *x509.CertPool
+
+	mu sync.Mutex // guards verified
+	// verified remembers chains that verified, by SHA-256 of the presented
+	// chain, until the time they must be checked again. Verifying a chain
+	// costs an ECDSA signature check, which profiles showed to be as much
+	// CPU as the whole create handler when paid on every request.
+	verified map[[sha256.Size]byte]time.Time
 }
+
+// certCacheTTL bounds how long a verified chain is trusted without a new
+// check (certificates are not revoked here, so this only bounds staleness);
+// certCacheMax bounds the cache's size.
+const (
+	certCacheTTL = 5 * time.Minute
+	certCacheMax = 4096
+)
 
 // NewCertAuthenticator returns an authenticator trusting roots.
 func NewCertAuthenticator(roots *x509.CertPool) *CertAuthenticator {
-	return &CertAuthenticator{roots: roots}
+	return &CertAuthenticator{roots: roots, verified: map[[sha256.Size]byte]time.Time{}}
+}
+
+// chainKey identifies a presented certificate chain.
+func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// verify checks the chain, or finds a recent successful check of it.
+func (c *CertAuthenticator) verify(certs []*x509.Certificate) error {
+	now := time.Now()
+	key := chainKey(certs)
+	c.mu.Lock()
+	until, ok := c.verified[key]
+	c.mu.Unlock()
+	if ok && now.Before(until) {
+		return nil
+	}
+	leaf := certs[0]
+	opts := x509.VerifyOptions{
+		Roots:         c.roots,
+		Intermediates: x509.NewCertPool(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		CurrentTime:   now,
+	}
+	for _, ic := range certs[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return err
+	}
+	until = now.Add(certCacheTTL)
+	if leaf.NotAfter.Before(until) {
+		until = leaf.NotAfter
+	}
+	c.mu.Lock()
+	if len(c.verified) >= certCacheMax {
+		clear(c.verified)
+	}
+	c.verified[key] = until
+	c.mu.Unlock()
+	return nil
 }
 
 // AuthenticateRequest implements Authenticator. The TLS server may already
@@ -112,15 +177,7 @@ func (c *CertAuthenticator) AuthenticateRequest(r *http.Request) (*User, bool, e
 		return nil, false, nil
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	opts := x509.VerifyOptions{
-		Roots:         c.roots,
-		Intermediates: x509.NewCertPool(),
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	for _, ic := range r.TLS.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(ic)
-	}
-	if _, err := leaf.Verify(opts); err != nil {
+	if err := c.verify(r.TLS.PeerCertificates); err != nil {
 		return nil, false, fmt.Errorf("auth: client certificate: %w", err)
 	}
 	if leaf.Subject.CommonName == "" {

@@ -262,6 +262,11 @@ func (s *server) clientset() *kubernetes.Clientset {
 		s.t.Fatal(err)
 	}
 	cfg.QPS, cfg.Burst = 1000, 1000
+	// A Dial of its own keeps client-go from sharing one cached transport
+	// (and its pooled HTTP/2 connection) between clientsets: after a
+	// restart the new clientset must not inherit a connection to the
+	// killed server.
+	cfg.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		s.t.Fatal(err)
