@@ -37,6 +37,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -65,6 +66,9 @@ const (
 	etcdPingTimeout = 30 * time.Second
 )
 
+// klogOnce guards the one-time routing of klog into the first Run's logger.
+var klogOnce sync.Once
+
 // Run runs the API server until ctx is cancelled or a component fails. It
 // returns nil after a clean shutdown caused by ctx.
 func Run(ctx context.Context, cfg Config) error {
@@ -74,7 +78,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := r.Logger.With("component", "server")
 	// client-go (the bootstrap client) and apimachinery log through klog.
-	klog.SetSlogLogger(r.Logger.With("component", "klog"))
+	// klog is process-global: set it once, so a second Run in the same
+	// process (tests restart servers under running clients) does not race
+	// with goroutines logging through it.
+	klogOnce.Do(func() { klog.SetSlogLogger(r.Logger.With("component", "klog")) })
 
 	var stack stopStack
 	defer func() {

@@ -321,6 +321,10 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	if c.endpointSliceTracker.StaleSlices(service, slices) {
 		return errStaleCache
 	}
+	slices, err = c.deleteForeignSlices(ctx, service, slices)
+	if err != nil {
+		return err
+	}
 	// Computed even for a no-op sync so the tracker state moves on.
 	trigger := c.triggerTimeTracker.ComputeEndpointLastChangeTriggerTime(namespace, service, pods)
 	if err := c.reconciler.Reconcile(c.klogger, service, pods, slices, trigger); err != nil {
@@ -354,6 +358,49 @@ func (c *Controller) forgetService(ctx context.Context, namespace, name string) 
 		return fmt.Errorf("endpointslice: delete slices of %s/%s: %w", namespace, name, errors.Join(errs...))
 	}
 	return nil
+}
+
+// deleteForeignSlices deletes the managed slices of a Service's name that
+// the Service does not own (left by an earlier Service of the same name, or
+// made by hand) and returns the others. The reconciler would delete them
+// too, except when the Service has no endpoints: it then takes a foreign
+// empty slice for its placeholder (its comparison ignores ownerReferences)
+// and keeps it, owned by a Service that no longer exists, until a garbage
+// collector removes it.
+func (c *Controller) deleteForeignSlices(ctx context.Context, service *corev1.Service, slices []*discoveryv1.EndpointSlice) ([]*discoveryv1.EndpointSlice, error) {
+	owned := slices[:0:0]
+	var errs []error
+	for _, s := range slices {
+		if ownedBy(s, service) {
+			owned = append(owned, s)
+			continue
+		}
+		err := c.client.DiscoveryV1().EndpointSlices(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &s.UID},
+		})
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+			c.endpointSliceTracker.ExpectDeletion(s)
+		case apierrors.IsConflict(err):
+			// Replaced meanwhile; the informer will bring the new one.
+		default:
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("endpointslice: delete slices not owned by %s/%s: %w", service.Namespace, service.Name, errors.Join(errs...))
+	}
+	return owned, nil
+}
+
+// ownedBy is the reconciler's test: an ownerReference to this Service UID.
+func ownedBy(s *discoveryv1.EndpointSlice, svc *corev1.Service) bool {
+	for _, o := range s.OwnerReferences {
+		if o.UID == svc.UID && o.Kind == "Service" && o.APIVersion == "v1" {
+			return true
+		}
+	}
+	return false
 }
 
 // managedSlices lists, from the cache, the slices we manage for a Service.

@@ -360,6 +360,36 @@ func TestEndpointSlice(t *testing.T) {
 		waitEndpoints(t, c, ns, "rc", line)
 	})
 
+	t.Run("empty slice of an earlier Service of the same name is replaced", func(t *testing.T) {
+		// What a Service deleted and recreated while the controller's
+		// cache lagged leaves: an empty managed slice owned by a UID that
+		// no longer exists. Upstream's reconciler keeps it as the new
+		// Service's placeholder; we replace it.
+		ns := "foreign"
+		eptest.CreateNamespace(t, c, ns)
+		old := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: "again-old", Namespace: ns, Labels: map[string]string{
+				discoveryv1.LabelServiceName: "again", discoveryv1.LabelManagedBy: endpointslice.ControllerName, "svc-label": "again",
+			}, OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: "again",
+				UID: "00000000-0000-0000-0000-000000000001", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{},
+			Ports:       []discoveryv1.EndpointPort{},
+		}
+		if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, old, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		svc := createService(t, c, newService(ns, "again", map[string]string{"app": "nobody"}, tcpPort("http", 80, intstr.FromInt32(80))))
+		eptest.Eventually(t, "one empty slice owned by the new Service", func() (bool, string) {
+			sl := managed(t, c, ns, "again")
+			if len(sl) != 1 {
+				return false, fmt.Sprintf("%d slices", len(sl))
+			}
+			ref := metav1.GetControllerOf(&sl[0])
+			return ref != nil && ref.UID == svc.UID && len(sl[0].Endpoints) == 0, fmt.Sprintf("slice %s owned by %+v", sl[0].Name, ref)
+		})
+	})
+
 	t.Run("selector removed or Service deleted", func(t *testing.T) {
 		ns := "removal"
 		eptest.CreateNamespace(t, c, ns)

@@ -34,6 +34,13 @@
 //     ownerReference, so a garbage collector finds them too). At start it
 //     also queues the Service of every managed slice, so slices of Services
 //     deleted while it was down are removed.
+//   - Managed slices of the Service's name that the Service does not own
+//     (left by an earlier Service of that name) are deleted before the
+//     reconciler runs: the library keeps such a slice when it is empty and
+//     the Service has no endpoints (its placeholder comparison ignores
+//     ownerReferences), relying on the garbage collector.
+//   - A deleted managed slice the tracker does not know (a restarted
+//     controller has tracked none) also re-queues its Service.
 //   - A stale-cache retry waits 5 ms doubling to 1 s instead of the 1 s base
 //     of the error backoff: the informer is normally a millisecond behind,
 //     and pod-Ready → slice latency is one of our acceptance numbers.

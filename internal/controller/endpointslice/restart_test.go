@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
+	"github.com/svcnet/svcnet/internal/controller/endpoints"
 	"github.com/svcnet/svcnet/internal/controller/endpointslice"
 	"github.com/svcnet/svcnet/internal/controller/endpointslice/eptest"
 	"github.com/svcnet/svcnet/internal/server"
@@ -32,16 +33,11 @@ const (
 )
 
 // TestRestartAndCompaction churns pods and Services while the API server
-// restarts, etcd is compacted and the controller restarts, then checks that
+// restarts, etcd is compacted and the controllers restart, then checks that
 // the slices are exactly what the pods say: no duplicate endpoint, no lost
-// or orphaned slice (acceptance 5).
+// or orphaned slice (acceptance 5); and the same for the Endpoints
+// controller running beside it.
 func TestRestartAndCompaction(t *testing.T) {
-	if raceEnabled {
-		// server.Run sets klog's global logger (klog.SetSlogLogger) each
-		// time it starts; a second Run in a process whose clients are busy
-		// is a data race in internal/server, not in this controller.
-		t.Skip("restarting internal/server under a running client races on klog's global logger (server.Run); run without -race")
-	}
 	dir := t.TempDir()
 	s1 := apitest.Start(t, apitest.Options{DataDir: dir})
 	c := s1.Client // same URL, CA and credentials across restarts
@@ -59,6 +55,7 @@ func TestRestartAndCompaction(t *testing.T) {
 	}
 
 	stopC1 := startController(t, c)
+	stopE1 := startEndpointsController(t, c)
 	waitConverged(t, c, witness, "initial sync")
 
 	// Churn; compact; restart the server under the running controller.
@@ -80,6 +77,7 @@ func TestRestartAndCompaction(t *testing.T) {
 	stop = ch.start(t)
 	time.Sleep(500 * time.Millisecond)
 	stopC1()
+	stopE1()
 	time.Sleep(500 * time.Millisecond)
 	compact(t, s2.Info.EtcdEndpoints)
 	ghost := &discoveryv1.EndpointSlice{
@@ -92,10 +90,33 @@ func TestRestartAndCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	startController(t, c)
+	startEndpointsController(t, c)
 	time.Sleep(time.Second)
 	stop()
 	t.Logf("churn total: %d ops, %d errors", ch.ops, ch.errs)
 	waitConverged(t, c, witness, "restarted controller")
+}
+
+// startEndpointsController runs the Endpoints controller beside the slice
+// controller, as the controller manager does, until stop.
+func startEndpointsController(t *testing.T, client kubernetes.Interface) (stop func()) {
+	t.Helper()
+	factory := informers.NewSharedInformerFactory(client, 0)
+	c, err := endpoints.New(client, factory, endpoints.Config{Logger: eptest.Logger(t, testing.Verbose())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	factory.Start(ctx.Done())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(ctx, 2)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; factory.Shutdown() }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // samePorts makes a restarted server listen where the first one did, so
@@ -366,6 +387,53 @@ func diffDesired(c kubernetes.Interface) (string, error) {
 	}
 	for name, s := range bySvc {
 		problems = append(problems, fmt.Sprintf("%d slices of missing Service %s", len(s), name))
+	}
+	eps, err := c.CoreV1().Endpoints(churnNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	epByName := map[string]*corev1.Endpoints{}
+	for i := range eps.Items {
+		epByName[eps.Items[i].Name] = &eps.Items[i]
+	}
+	for _, svc := range svcs.Items {
+		ep := epByName[svc.Name]
+		delete(epByName, svc.Name)
+		if ep == nil {
+			problems = append(problems, svc.Name+": no Endpoints")
+			continue
+		}
+		var want []string
+		sel := labels.SelectorFromSet(svc.Spec.Selector)
+		for _, p := range pods.Items {
+			if !sel.Matches(labels.Set(p.Labels)) || p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+				continue
+			}
+			state := "notready"
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					state = "ready"
+				}
+			}
+			want = append(want, state+" "+p.Status.PodIP+" "+p.Name)
+		}
+		sort.Strings(want)
+		var got []string
+		for _, ss := range ep.Subsets {
+			for _, a := range ss.Addresses {
+				got = append(got, "ready "+a.IP+" "+a.TargetRef.Name)
+			}
+			for _, a := range ss.NotReadyAddresses {
+				got = append(got, "notready "+a.IP+" "+a.TargetRef.Name)
+			}
+		}
+		sort.Strings(got)
+		if d := eptest.Diff(got, want); d != "" {
+			problems = append(problems, svc.Name+" Endpoints: "+d)
+		}
+	}
+	for name := range epByName {
+		problems = append(problems, "Endpoints of missing Service "+name)
 	}
 	sort.Strings(problems)
 	if len(problems) == 0 {

@@ -1,5 +1,0 @@
-//go:build !race
-
-package endpointslice_test
-
-const raceEnabled = false

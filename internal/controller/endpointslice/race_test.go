@@ -1,6 +1,0 @@
-//go:build race
-
-package endpointslice_test
-
-// raceEnabled: see TestRestartAndCompaction.
-const raceEnabled = true
