@@ -76,8 +76,7 @@ func startServer(ctx context.Context, o options, logger *slog.Logger) (*testServ
 		// creates the cold-start objects); the server's other controllers
 		// (node lifecycle would mark these agent-less Nodes' pods not
 		// ready) stay off.
-		NoControllers: true,
-		Logger:        logger.With("component", "server"),
+		Logger: logger.With("component", "server"),
 	}
 	ready := make(chan server.Info, 1)
 	cfg.OnReady = func(i server.Info) { ready <- i }

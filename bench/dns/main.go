@@ -49,7 +49,6 @@ type options struct {
 	inflight   int
 	latClients int
 	workers    int
-	keepFiles  bool
 }
 
 func main() {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
 
 	"github.com/svcnet/svcnet/internal/controller/manager"
 	"github.com/svcnet/svcnet/internal/server"
@@ -15,8 +17,10 @@ import (
 // serverFlags are the flags of `svcnet server` and `svcnet up`, named as
 // kube-apiserver names them where it has the same flag.
 type serverFlags struct {
-	cfg      server.Config
-	logLevel string
+	cfg         server.Config
+	logLevel    string
+	controllers []string
+	mgr         manager.Config
 }
 
 func (f *serverFlags) add(fs *pflag.FlagSet) {
@@ -35,11 +39,11 @@ func (f *serverFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.EtcdUnsafeNoFsync, "embedded-etcd-unsafe-no-fsync", false, "skip fsync in the embedded etcd (tests only: a crash may lose acknowledged writes)")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", server.DefaultServiceClusterIPRange, "CIDR to allocate Service ClusterIPs from; its first address is the kubernetes Service")
 	fs.StringVar(&c.ServiceNodePortRange, "service-node-port-range", server.DefaultServiceNodePortRange, "port range to allocate NodePorts from")
-	fs.StringSliceVar(&c.Controllers, "controllers", []string{"*"}, "controllers to run: '*' is all, 'foo' enables foo, '-foo' disables foo; known: "+strings.Join(manager.Names(), ", "))
-	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", manager.DefaultClusterCIDR, "pod CIDR; each Node gets a --node-cidr-mask-size block of it")
-	fs.IntVar(&c.NodeCIDRMaskSize, "node-cidr-mask-size", manager.DefaultNodeCIDRMaskSize, "prefix length of each Node's pod CIDR")
-	fs.StringSliceVar(&c.LBIPPool, "lb-ip-pool", nil, "addresses for LoadBalancer Services: CIDRs, single IPs or first-last ranges (empty: LoadBalancer Services stay <pending>)")
-	fs.DurationVar(&c.NodeMonitorGracePeriod, "node-monitor-grace-period", manager.DefaultNodeMonitorGracePeriod, "how long a Node may go without renewing its Lease before it is marked NotReady")
+	fs.StringSliceVar(&f.controllers, "controllers", []string{"*"}, "controllers to run: '*' is all, 'foo' enables foo, '-foo' disables foo; known: "+strings.Join(manager.Names(), ", "))
+	fs.StringVar(&f.mgr.ClusterCIDR, "cluster-cidr", manager.DefaultClusterCIDR, "pod CIDR; each Node gets a --node-cidr-mask-size block of it")
+	fs.IntVar(&f.mgr.NodeCIDRMaskSize, "node-cidr-mask-size", manager.DefaultNodeCIDRMaskSize, "prefix length of each Node's pod CIDR")
+	fs.StringSliceVar(&f.mgr.LBIPPool, "lb-ip-pool", nil, "addresses for LoadBalancer Services: CIDRs, single IPs or first-last ranges (empty: LoadBalancer Services stay <pending>)")
+	fs.DurationVar(&f.mgr.NodeMonitorGracePeriod, "node-monitor-grace-period", manager.DefaultNodeMonitorGracePeriod, "how long a Node may go without renewing its Lease before it is marked NotReady")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	_ = fs.MarkHidden("embedded-etcd-unsafe-no-fsync")
 }
@@ -50,8 +54,18 @@ func (f *serverFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	disabled, err := manager.ParseControllers(f.controllers)
+	if err != nil {
+		return fmt.Errorf("--controllers: %w", err)
+	}
 	cfg := f.cfg
 	cfg.Logger = logger
+	mgr := f.mgr
+	mgr.Logger, mgr.Disabled = logger, disabled
+	cfg.Controllers = func(ctx context.Context, admin *rest.Config) error {
+		mgr.Rest = admin
+		return manager.Run(ctx, mgr)
+	}
 	cfg.Version = server.DefaultVersion
 	cfg.OnReady = func(info server.Info) {
 		w := cmd.ErrOrStderr()

@@ -172,6 +172,7 @@ func connectUDP(ctx context.Context, addr, data string) error {
 		return udpError(err)
 	}
 	if n == 0 {
+		//lint:ignore ST1005 upstream agnhost's exact text, which tests match
 		return &ConnectError{Reason: ConnectOther, Err: errors.New("No data received from the server. Cannot guarantee the server received the request.")}
 	}
 	return nil

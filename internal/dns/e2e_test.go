@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcnet/svcnet/internal/bootstrap"
 	"github.com/svcnet/svcnet/internal/testutil/apitest"
 )
 
@@ -101,7 +102,7 @@ func TestEndToEndAPIServer(t *testing.T) {
 	}
 
 	cip := createDemo(t, ctx, api.Client, "www.example.com")
-	if err := EnsureKubeDNS(ctx, api.Client, net.ParseIP("10.96.0.10")); err != nil {
+	if err := bootstrap.EnsureKubeDNS(ctx, api.Client, net.ParseIP("10.96.0.10")); err != nil {
 		t.Fatal(err)
 	}
 	watchDone := make(chan error, 1)
@@ -223,7 +224,7 @@ func TestEnsureKubeDNS(t *testing.T) {
 	ctx := context.Background()
 	ip := net.ParseIP("10.96.0.10")
 	for i := 0; i < 2; i++ {
-		if err := EnsureKubeDNS(ctx, api.Client, ip); err != nil {
+		if err := bootstrap.EnsureKubeDNS(ctx, api.Client, ip); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -252,7 +253,7 @@ func TestEnsureKubeDNS(t *testing.T) {
 	if _, err := svcs.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureKubeDNS(ctx, api.Client, ip); err != nil {
+	if err := bootstrap.EnsureKubeDNS(ctx, api.Client, ip); err != nil {
 		t.Fatal(err)
 	}
 	got, err = svcs.Get(ctx, "kube-dns", metav1.GetOptions{})
@@ -260,7 +261,7 @@ func TestEnsureKubeDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(got)
-	if err := EnsureKubeDNS(ctx, api.Client, net.ParseIP("10.96.0.11")); err == nil {
+	if err := bootstrap.EnsureKubeDNS(ctx, api.Client, net.ParseIP("10.96.0.11")); err == nil {
 		t.Error("a different ClusterIP was accepted silently")
 	}
 }

@@ -108,9 +108,6 @@ func (q *query) parse(req []byte) bool {
 // keyBytes is the lower-case wire name.
 func (q *query) keyBytes() []byte { return q.key[:q.keyLen] }
 
-// suffixFrom returns the key from label i on.
-func (q *query) suffixFrom(i int) []byte { return q.key[int(q.labels[i]):q.keyLen] }
-
 // inZone reports whether the name is zoneWire or below it, and returns how
 // many labels precede the zone.
 func (q *query) inZone(zoneWire []byte) (int, bool) {

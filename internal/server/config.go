@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,11 +9,9 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"time"
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
-
-	"github.com/svcnet/svcnet/internal/controller/manager"
+	"k8s.io/client-go/rest"
 )
 
 // Defaults, as in kube-apiserver and ARCHITECTURE.md.
@@ -78,18 +77,11 @@ type Config struct {
 	ServiceNodePortRange string
 
 	// Version is /version's GitVersion (default DefaultVersion).
-	// Controllers selects the controllers to run, as kube-controller-manager's
-	// --controllers: "*" (the default) is all, "name" enables one, "-name"
-	// disables one (see manager.Names).
-	Controllers []string
-	// NoControllers runs none (tests that drive their own controllers).
-	NoControllers bool
-	// ClusterCIDR, NodeCIDRMaskSize, LBIPPool and NodeMonitorGracePeriod
-	// configure the controllers (zero values take manager's defaults).
-	ClusterCIDR            string
-	NodeCIDRMaskSize       int
-	LBIPPool               []string
-	NodeMonitorGracePeriod time.Duration
+	// Controllers, when set, runs the controllers once the bootstrap
+	// objects exist, with admin credentials over the loopback listener, until
+	// ctx ends (cmd/svcnet passes manager.Run; tests leave it nil). A non-nil
+	// error stops the server.
+	Controllers func(ctx context.Context, admin *rest.Config) error
 
 	Version string
 	// Logger receives the server's logs, and client-go's klog output.
@@ -124,8 +116,6 @@ type resolved struct {
 	serviceIP     net.IP
 	nodePortRange utilnet.PortRange
 	dnsIP         net.IP
-	// disabledControllers is Controllers parsed (manager.ParseControllers).
-	disabledControllers map[string]bool
 }
 
 func (c Config) resolve() (*resolved, error) {
@@ -188,11 +178,6 @@ func (c Config) resolve() (*resolved, error) {
 	for _, u := range append([]string{c.EmbeddedEtcdClientURL, c.EmbeddedEtcdPeerURL}, c.EtcdServers...) {
 		if _, err := url.Parse(u); err != nil {
 			return nil, fmt.Errorf("server: etcd URL %q: %w", u, err)
-		}
-	}
-	if !c.NoControllers {
-		if r.disabledControllers, err = manager.ParseControllers(c.Controllers); err != nil {
-			return nil, fmt.Errorf("server: --controllers: %w", err)
 		}
 	}
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {

@@ -50,8 +50,6 @@ import (
 	"github.com/svcnet/svcnet/internal/apiserver/openapi"
 	"github.com/svcnet/svcnet/internal/auth"
 	"github.com/svcnet/svcnet/internal/bootstrap"
-	"github.com/svcnet/svcnet/internal/controller/manager"
-	"github.com/svcnet/svcnet/internal/dns"
 	"github.com/svcnet/svcnet/internal/registry/kinds"
 	"github.com/svcnet/svcnet/internal/registry/service"
 	"github.com/svcnet/svcnet/internal/storage/etcd"
@@ -255,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := bootstrap.Ensure(ctx, client, r.serviceIP, r.advertiseIP, int32(r.SecurePort), r.Logger); err != nil {
 		return fmt.Errorf("server: bootstrap: %w", err)
 	}
-	if err := dns.EnsureKubeDNS(ctx, client, r.dnsIP); err != nil {
+	if err := bootstrap.EnsureKubeDNS(ctx, client, r.dnsIP); err != nil {
 		return fmt.Errorf("server: bootstrap kube-dns service: %w", err)
 	}
 
@@ -281,22 +279,14 @@ func Run(ctx context.Context, cfg Config) error {
 	// 7. Controllers, as any other client of the API (admin credentials over
 	// the loopback listener).
 	mgrErr := make(chan error, 1)
-	if !r.NoControllers {
+	if r.Controllers != nil {
 		mgrCtx, stopMgr := context.WithCancel(bg)
 		mgrDone := make(chan struct{})
 		mgrRest := rest.CopyConfig(restCfg)
 		mgrRest.UserAgent = "svcnet-server/controllers"
 		go func() {
 			defer close(mgrDone)
-			if err := manager.Run(mgrCtx, manager.Config{
-				Rest:                   mgrRest,
-				Logger:                 r.Logger,
-				Disabled:               r.disabledControllers,
-				ClusterCIDR:            r.ClusterCIDR,
-				NodeCIDRMaskSize:       r.NodeCIDRMaskSize,
-				LBIPPool:               r.LBIPPool,
-				NodeMonitorGracePeriod: r.NodeMonitorGracePeriod,
-			}); err != nil {
+			if err := r.Controllers(mgrCtx, mgrRest); err != nil {
 				mgrErr <- err
 			}
 		}()

@@ -37,8 +37,6 @@ type Options struct {
 	DataDir string
 	// Configure, when set, edits the config before start.
 	Configure func(*server.Config)
-	// Controllers runs the server's built-in controllers (off by default).
-	Controllers bool
 	// Verbose sends the server's logs to t.Log instead of discarding them.
 	Verbose bool
 }
@@ -62,11 +60,9 @@ func Start(t testing.TB, opts Options) *Server {
 		EmbeddedEtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t)),
 		EmbeddedEtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t)),
 		EtcdUnsafeNoFsync:     true,
-		// Tests start the controllers they exercise themselves.
-		NoControllers: true,
-		Logger:        logger,
+		// No Controllers: tests start the controllers they exercise.
+		Logger: logger,
 	}
-	cfg.NoControllers = !opts.Controllers
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}

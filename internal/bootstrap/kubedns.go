@@ -1,4 +1,4 @@
-package dns
+package bootstrap
 
 import (
 	"context"
@@ -41,15 +41,15 @@ func kubeDNSPorts() []corev1.ServicePort {
 // that cannot be repaired.
 func EnsureKubeDNS(ctx context.Context, client kubernetes.Interface, ip net.IP) error {
 	if ip == nil || ip.IsUnspecified() {
-		return errors.New("dns: EnsureKubeDNS: no ClusterIP given")
+		return errors.New("bootstrap: EnsureKubeDNS: no ClusterIP given")
 	}
 	if _, err := client.CoreV1().Namespaces().Get(ctx, KubeDNSNamespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: KubeDNSNamespace}}
 		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("dns: create namespace %s: %w", KubeDNSNamespace, err)
+			return fmt.Errorf("bootstrap: create namespace %s: %w", KubeDNSNamespace, err)
 		}
 	} else if err != nil {
-		return fmt.Errorf("dns: get namespace %s: %w", KubeDNSNamespace, err)
+		return fmt.Errorf("bootstrap: get namespace %s: %w", KubeDNSNamespace, err)
 	}
 	svcs := client.CoreV1().Services(KubeDNSNamespace)
 	labels := map[string]string{KubeDNSLabel: KubeDNSName, "kubernetes.io/name": "CoreDNS"}
@@ -69,15 +69,15 @@ func EnsureKubeDNS(ctx context.Context, client kubernetes.Interface, ip net.IP) 
 				return apierrors.NewConflict(corev1.Resource("services"), KubeDNSName, errors.New("created concurrently"))
 			}
 			if err != nil {
-				return fmt.Errorf("dns: create service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
+				return fmt.Errorf("bootstrap: create service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
 			}
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("dns: get service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
+			return fmt.Errorf("bootstrap: get service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
 		}
 		if svc.Spec.ClusterIP != ip.String() {
-			return fmt.Errorf("dns: service %s/%s has ClusterIP %s, want %s (ClusterIP is immutable: delete the Service to change it)",
+			return fmt.Errorf("bootstrap: service %s/%s has ClusterIP %s, want %s (ClusterIP is immutable: delete the Service to change it)",
 				KubeDNSNamespace, KubeDNSName, svc.Spec.ClusterIP, ip)
 		}
 		changed := false
@@ -99,7 +99,7 @@ func EnsureKubeDNS(ctx context.Context, client kubernetes.Interface, ip net.IP) 
 			return nil
 		}
 		if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("dns: update service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
+			return fmt.Errorf("bootstrap: update service %s/%s: %w", KubeDNSNamespace, KubeDNSName, err)
 		}
 		return nil
 	})
