@@ -380,12 +380,25 @@ func TestRepairRacingWrites(t *testing.T) {
 					break loop
 				default:
 				}
-				if problems, err := alloc.repair(ctx); err != nil || len(problems) != 0 {
-					t.Errorf("Repair: %v %q", err, problems)
+				// A repair that keeps losing to concurrent writes gives up and
+				// says so (the next pass finishes the job); that is the
+				// documented outcome under contention, not an inconsistency.
+				problems, err := alloc.repair(ctx)
+				if err != nil {
+					t.Errorf("Repair: %v", err)
+				}
+				for _, p := range problems {
+					if !strings.Contains(p, "kept racing concurrent writes") {
+						t.Errorf("Repair problem: %q", p)
+					}
 				}
 				repairs++
 			}
 			t.Logf("%d repairs raced the writers", repairs)
+			// Once the writers stop, a repair finds nothing left to report.
+			if problems, err := alloc.repair(ctx); err != nil || len(problems) != 0 {
+				t.Errorf("final Repair: %v %q", err, problems)
+			}
 			checkConsistent(t, store)
 		})
 	}
