@@ -38,8 +38,9 @@ func newRootCommand() *cobra.Command {
 		Use:   "svcnet",
 		Short: "Kubernetes Service networking in one binary",
 		Long: `svcnet stores Services in a Kubernetes-compatible API server, allocates their
-ClusterIPs and NodePorts, and (in later versions) programs the node dataplane
-and cluster DNS. kubectl and client-go work against it unmodified.`,
+ClusterIPs and NodePorts, runs the controllers around them, programs the node
+dataplane (svcnet proxy) and answers cluster DNS (svcnet dns). kubectl and
+client-go work against it unmodified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
