@@ -8,6 +8,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/svcnet/svcnet/internal/bootstrap"
 )
 
 func TestDecodeConfig(t *testing.T) {
@@ -62,5 +64,19 @@ func TestLoadConfigMap(t *testing.T) {
 	got, err = LoadConfigMap(ctx, c)
 	if err != nil || got.Mode != "ipvs" {
 		t.Fatalf("ConfigMap: mode %v err %v, want ipvs", got.Mode, err)
+	}
+}
+
+// The ConfigMap the server bootstraps decodes strictly and selects nftables.
+func TestBootstrapKubeProxyConfigDecodes(t *testing.T) {
+	c, err := DecodeConfig([]byte(bootstrap.DefaultKubeProxyConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Mode) != "nftables" {
+		t.Fatalf("mode %q, want nftables", c.Mode)
+	}
+	if c.HealthzBindAddress != "0.0.0.0:10256" || c.MetricsBindAddress != "127.0.0.1:10249" {
+		t.Fatalf("listeners %q %q", c.HealthzBindAddress, c.MetricsBindAddress)
 	}
 }

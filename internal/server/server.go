@@ -256,6 +256,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := bootstrap.EnsureKubeDNS(ctx, client, r.dnsIP); err != nil {
 		return fmt.Errorf("server: bootstrap kube-dns service: %w", err)
 	}
+	if err := bootstrap.EnsureKubeProxyConfigMap(ctx, client); err != nil {
+		return fmt.Errorf("server: bootstrap kube-proxy configmap: %w", err)
+	}
 
 	// 6. Kubeconfigs.
 	info := Info{

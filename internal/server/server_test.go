@@ -121,6 +121,9 @@ func TestRunServesBootstrapsAndRestarts(t *testing.T) {
 	if svc.Spec.ClusterIP != "10.96.0.1" {
 		t.Errorf("kubernetes ClusterIP = %s, want 10.96.0.1", svc.Spec.ClusterIP)
 	}
+	if cm, err := c.CoreV1().ConfigMaps("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{}); err != nil || cm.Data["config.conf"] == "" {
+		t.Errorf("kube-proxy ConfigMap: %v %v", cm, err)
+	}
 	dnsSvc, err := c.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("kube-dns service: %v", err)
