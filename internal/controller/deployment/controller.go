@@ -27,6 +27,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 // Name is the controller's name for --controllers.
@@ -114,28 +116,24 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	err := c.sync(ctx, key)
-	switch {
-	case err == nil || apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
-		c.queue.Forget(key)
-	case c.queue.NumRequeues(key) < maxRetries:
-		c.log.Debug("sync failed, requeued", "deployment", key, "err", err)
-		c.queue.AddRateLimited(key)
-	default:
-		c.log.Warn("dropping deployment out of the queue", "deployment", key, "err", err)
-		c.queue.Forget(key)
-	}
-	return true
+	ctrlqueue.Worker{
+		Queue: c.queue,
+		Sync: func(ctx context.Context, key string) error {
+			// A namespace being deleted will not accept the writes: done, not failed.
+			if err := c.sync(ctx, key); !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return err
+			}
+			return nil
+		},
+		MaxRetries: maxRetries,
+		OnError: func(key string, err error, _ int, dropped bool) {
+			if dropped {
+				c.log.Warn("dropping deployment out of the queue", "deployment", key, "err", err)
+			} else {
+				c.log.Debug("sync failed, requeued", "deployment", key, "err", err)
+			}
+		},
+	}.Run(ctx)
 }
 
 func (c *Controller) enqueue(obj interface{}) {

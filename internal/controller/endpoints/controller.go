@@ -50,6 +50,8 @@ import (
 	utilnet "k8s.io/utils/net"
 
 	"github.com/svcnet/svcnet/internal/controller/endpointslice/selectorindex"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 const (
@@ -203,28 +205,14 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return
-		}
-		c.handleErr(key, c.syncService(ctx, key))
-		c.queue.Done(key)
-	}
-}
-
-func (c *Controller) handleErr(key string, err error) {
-	if err == nil {
-		c.queue.Forget(key)
-		return
-	}
-	if n := c.queue.NumRequeues(key); n < maxRetries {
-		c.logger.Debug("error syncing endpoints, retrying", "service", key, "retries", n, "err", err)
-		c.queue.AddRateLimited(key)
-		return
-	}
-	c.logger.Error("dropping service out of the queue", "service", key, "err", err)
-	c.queue.Forget(key)
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncService, MaxRetries: maxRetries,
+		OnError: func(key string, err error, retries int, dropped bool) {
+			if dropped {
+				c.logger.Error("dropping service out of the queue", "service", key, "err", err)
+			} else {
+				c.logger.Debug("error syncing endpoints, retrying", "service", key, "retries", retries, "err", err)
+			}
+		}}.Run(ctx)
 }
 
 // syncService writes the Endpoints of one Service.

@@ -45,6 +45,8 @@ import (
 	endpointsliceutil "k8s.io/endpointslice/util"
 
 	"github.com/svcnet/svcnet/internal/controller/endpointslice/selectorindex"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 const (
@@ -204,28 +206,14 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return
-		}
-		c.handleErr(key, c.syncEndpoints(ctx, key))
-		c.queue.Done(key)
-	}
-}
-
-func (c *Controller) handleErr(key string, err error) {
-	if err == nil {
-		c.queue.Forget(key)
-		return
-	}
-	if n := c.queue.NumRequeues(key); n < maxRetries {
-		c.logger.Info("error mirroring endpoints, retrying", "endpoints", key, "retries", n, "err", err)
-		c.queue.AddRateLimited(key)
-		return
-	}
-	c.logger.Error("retry budget exceeded, dropping endpoints out of the queue", "endpoints", key, "err", err)
-	c.queue.Forget(key)
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncEndpoints, MaxRetries: maxRetries,
+		OnError: func(key string, err error, retries int, dropped bool) {
+			if dropped {
+				c.logger.Error("retry budget exceeded, dropping endpoints out of the queue", "endpoints", key, "err", err)
+			} else {
+				c.logger.Info("error mirroring endpoints, retrying", "endpoints", key, "retries", retries, "err", err)
+			}
+		}}.Run(ctx)
 }
 
 // syncEndpoints mirrors one Endpoints (or removes its mirrored slices).

@@ -49,6 +49,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 // Name is the controller's name for --controllers and logs.
@@ -248,23 +250,9 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx, key); err != nil {
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.sync, OnError: func(key string, err error, _ int, _ bool) {
 		c.log.Info("sync failed, will retry", "node", key, "err", err)
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	return true
+	}}.Run(ctx)
 }
 
 // nodeCIDRs parses what the Node already has.

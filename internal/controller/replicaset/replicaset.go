@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 // Name is the controller's name for --controllers.
@@ -164,25 +166,11 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx, key); err != nil {
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.sync, OnError: func(key string, err error, _ int, _ bool) {
 		if !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			c.log.Info("sync failed, requeued", "replicaset", key, "err", err)
 		}
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	return true
+	}}.Run(ctx)
 }
 
 func (c *Controller) enqueue(obj interface{}) {

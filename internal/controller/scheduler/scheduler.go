@@ -55,6 +55,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 )
 
 // Name is the controller's name for --controllers and logs.
@@ -259,23 +261,9 @@ func (s *Scheduler) Run(ctx context.Context, workers int) {
 }
 
 func (s *Scheduler) worker(ctx context.Context) {
-	for s.processNext(ctx) {
-	}
-}
-
-func (s *Scheduler) processNext(ctx context.Context) bool {
-	key, quit := s.queue.Get()
-	if quit {
-		return false
-	}
-	defer s.queue.Done(key)
-	if err := s.sync(ctx, key); err != nil {
+	ctrlqueue.Worker{Queue: s.queue, Sync: s.sync, OnError: func(key string, err error, _ int, _ bool) {
 		s.log.Info("scheduling failed, will retry", "pod", key, "err", err)
-		s.queue.AddRateLimited(key)
-		return true
-	}
-	s.queue.Forget(key)
-	return true
+	}}.Run(ctx)
 }
 
 func (s *Scheduler) sync(ctx context.Context, key string) error {
