@@ -18,7 +18,15 @@
 // ≤ 20 ms, RSS ≤ 150 MB) and ratios. It is a report: missed goals print
 // MISS and the exit status stays 0. Run as root for the kernel rows:
 //
-//	go run ./bench/proxy [-services 1000,10000] [-endpoints 10] [-changes 50]
+//	go run ./bench/proxy [-services 1000,10000] [-endpoints 10] [-changes 50] [-backend nftables|iptables] [-iptables-variant nft|legacy]
+//
+// -connrate measures the new-connection rate instead (connrate.go):
+//
+//	go run ./bench/proxy -connrate -backend iptables [-connrate-services 10,10000]
+//
+// -backend iptables measures the iptables backend the same way (kernel
+// rows: the iptables variant DetectVariant picks inside the private
+// namespace, normally iptables-nft; the rule count is iptables rules).
 package main
 
 import (
@@ -46,6 +54,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/svcnet/svcnet/internal/proxy"
+	"github.com/svcnet/svcnet/internal/proxy/iptables"
 	"github.com/svcnet/svcnet/internal/proxy/nftables"
 )
 
@@ -76,12 +85,36 @@ func main() {
 		modes        = flag.String("modes", "kernel,fake", "kernel (real nft in a private netns; root only) and/or fake")
 		fakeMax      = flag.Int("fake-max", 2000, "largest service count for the fake (knftables.Fake is quadratic; 10k takes many minutes)")
 		child        = flag.String("child", "", "internal: run one mode:services measurement and print JSON")
+		backendFlag  = flag.String("backend", "nftables", "proxy backend to measure: nftables or iptables")
+		variantFlag  = flag.String("iptables-variant", "", "with -backend iptables: nft or legacy (default: iptables.DetectVariant)")
+		connRate     = flag.Bool("connrate", false, "measure the new-connection rate (direct vs ClusterIP) instead of sync costs; see connrate.go")
+		crServices   = flag.String("connrate-services", "10,10000", "with -connrate: service counts installed, comma-separated")
+		crSeconds    = flag.Float64("connrate-seconds", 2, "with -connrate: seconds per measurement round")
 	)
 	flag.Parse()
+	if *connRate {
+		os.Exit(runConnRateParent(*backendFlag, *variantFlag, *crServices, *crSeconds))
+	}
+	if *child == "connrate" {
+		var scales []int
+		for _, s := range strings.Split(*crServices, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n <= 0 {
+				fmt.Fprintf(os.Stderr, "bad -connrate-services entry %q\n", s)
+				os.Exit(2)
+			}
+			scales = append(scales, n)
+		}
+		if err := connRateChild(*backendFlag, *variantFlag, scales, *crSeconds); err != nil {
+			fmt.Fprintln(os.Stderr, "connection-rate bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *child != "" {
 		mode, n, _ := strings.Cut(*child, ":")
 		svcs, _ := strconv.Atoi(n)
-		r := measure(mode, svcs, *endpoints, *changes)
+		r := measure(*backendFlag, *variantFlag, mode, svcs, *endpoints, *changes)
 		_ = json.NewEncoder(os.Stdout).Encode(r)
 		return
 	}
@@ -103,20 +136,20 @@ func main() {
 				continue
 			}
 			fmt.Fprintf(os.Stderr, "bench/proxy: %s, %d services × %d endpoints ...\n", mode, n, *endpoints)
-			results = append(results, runChild(mode, n, *endpoints, *changes))
+			results = append(results, runChild(*backendFlag, *variantFlag, mode, n, *endpoints, *changes))
 		}
 	}
-	report(os.Stdout, results)
+	report(os.Stdout, *backendFlag, results)
 }
 
 // runChild runs one measurement in a fresh process; the kernel mode runs
 // under `unshare --net --mount` so the table lives in a private netns.
-func runChild(mode string, n, eps, changes int) result {
+func runChild(backend, variant, mode string, n, eps, changes int) result {
 	self, err := os.Executable()
 	if err != nil {
 		return result{Mode: mode, Services: n, Error: err.Error()}
 	}
-	args := []string{"-child", fmt.Sprintf("%s:%d", mode, n), "-endpoints", strconv.Itoa(eps), "-changes", strconv.Itoa(changes)}
+	args := []string{"-child", fmt.Sprintf("%s:%d", mode, n), "-endpoints", strconv.Itoa(eps), "-changes", strconv.Itoa(changes), "-backend", backend, "-iptables-variant", variant}
 	var cmd *exec.Cmd
 	if mode == "kernel" {
 		if os.Geteuid() != 0 {
@@ -180,39 +213,79 @@ func slice(name string, i, gen, eps int, proto v1.Protocol) *discovery.EndpointS
 	return s
 }
 
-func measure(mode string, n, eps, changes int) result {
+// benchBackend is what measure needs of a backend.
+type benchBackend interface {
+	proxy.Backend
+	proxy.SyncStats
+}
+
+func measure(backend, variant, mode string, n, eps, changes int) result {
 	r := result{Mode: mode, Services: n, Endpoints: eps}
 	fail := func(err error) result { r.Error = err.Error(); return r }
 	ctx := context.Background()
-
-	var nft knftables.Interface
-	switch mode {
-	case "kernel":
-		if os.Getenv(netnsEnv) == "" {
-			return fail(fmt.Errorf("kernel mode must run inside unshare --net"))
+	if mode == "kernel" && os.Getenv(netnsEnv) == "" {
+		return fail(fmt.Errorf("kernel mode must run inside unshare --net"))
+	}
+	if mode != "kernel" && mode != "fake" {
+		return fail(fmt.Errorf("unknown mode %q", mode))
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var (
+		b        benchBackend
+		elements func() int
+	)
+	switch backend {
+	case "nftables":
+		var nft knftables.Interface
+		if mode == "kernel" {
+			real, err := nftables.NewInterface(v1.IPv4Protocol)
+			if err != nil {
+				return fail(err)
+			}
+			nft = real
+			if out, err := exec.Command("nft", "--version").Output(); err == nil {
+				r.NftVersion = strings.TrimSpace(string(out))
+			}
+		} else {
+			nft = nftables.NewFake(v1.IPv4Protocol)
 		}
-		real, err := nftables.NewInterface(v1.IPv4Protocol)
+		nb, err := nftables.New(nftables.Config{
+			NodeName:     "node-0",
+			ClusterCIDRs: mustPrefixes("10.128.0.0/9"),
+			ServiceCIDRs: mustPrefixes("10.96.0.0/12"),
+			Logger:       logger,
+		}, nft)
 		if err != nil {
 			return fail(err)
 		}
-		nft = real
-		if out, err := exec.Command("nft", "--version").Output(); err == nil {
-			r.NftVersion = strings.TrimSpace(string(out))
+		b, elements = nb, func() int { _, e := nb.Counts(); return e }
+	case "iptables":
+		var ipt iptables.Interface = iptables.NewFake()
+		if mode == "kernel" {
+			v := iptables.Variant(variant)
+			if v == "" {
+				var err error
+				if v, err = iptables.DetectVariant(ctx); err != nil {
+					return fail(err)
+				}
+			}
+			ipt = iptables.NewExec(v1.IPv4Protocol, v)
+			if out, err := exec.Command("iptables-"+string(v)+"-restore", "--version").CombinedOutput(); err == nil {
+				r.NftVersion = strings.TrimSpace(string(out))
+			}
 		}
-	case "fake":
-		nft = nftables.NewFake(v1.IPv4Protocol)
+		ib, err := iptables.New(iptables.Config{
+			NodeName:     "node-0",
+			ClusterCIDRs: mustPrefixes("10.128.0.0/9"),
+			ServiceCIDRs: mustPrefixes("10.96.0.0/12"),
+			Logger:       logger,
+		}, ipt)
+		if err != nil {
+			return fail(err)
+		}
+		b, elements = ib, func() int { return 0 }
 	default:
-		return fail(fmt.Errorf("unknown mode %q", mode))
-	}
-	b, err := nftables.New(nftables.Config{
-		NodeName:     "node-0",
-		NodeIPs:      nil,
-		ClusterCIDRs: mustPrefixes("10.128.0.0/9"),
-		ServiceCIDRs: mustPrefixes("10.96.0.0/12"),
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, nft)
-	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("unknown backend %q", backend))
 	}
 
 	svcs, slcs := objects(n, eps)
@@ -233,7 +306,8 @@ func measure(mode string, n, eps, changes int) result {
 		return fail(fmt.Errorf("cold sync: %w", err))
 	}
 	r.Cold = time.Since(start).Seconds()
-	r.Rules, r.Elements = b.Counts()
+	_, r.Rules = b.LastSyncStats()
+	r.Elements = elements()
 
 	// One-service changes, spread over the services.
 	for c := range changes {
@@ -315,8 +389,8 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-func report(w io.Writer, rs []result) {
-	fmt.Fprintln(w, "\n== nftables proxy backend: sync cost (issue 5, acceptance 5) ==")
+func report(w io.Writer, backend string, rs []result) {
+	fmt.Fprintf(w, "\n== %s proxy backend: sync cost (issue 5 acceptance 5, issue 7 acceptance 5) ==\n", backend)
 	fmt.Fprintf(w, "machine: %d CPUs, %s\n\n", runtime.NumCPU(), runtime.Version())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tservices\teps/svc\tbuild state\tcold sync\trules\telements\tchange p50\tchange p99\tchange max\tsnapshot p50\tRSS MB\tpeak RSS MB\t")

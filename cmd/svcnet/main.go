@@ -44,7 +44,8 @@ client-go work against it unmodified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newUpCommand(), newKubectlCommand(), newVersionCommand(), newAgnhostCommand(), newDNSCommand(), newProxyCommand())
+	root.AddCommand(newAgentCommand())
+	root.AddCommand(newServerCommand(), newUpCommand(), newKubectlCommand(), newVersionCommand(), newAgnhostCommand(), newDNSCommand(), newProxyCommand(), newInternalCommand())
 	return root
 }
 

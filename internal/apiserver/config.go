@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 
@@ -33,6 +34,12 @@ type Config struct {
 
 	// Ready, when non-nil, is consulted by /readyz (nil error = ready).
 	Ready func() error
+
+	// KubeletClientCert is the client certificate presented to node agents
+	// when pods/log and pods/exec are proxied to them (kube-apiserver's
+	// --kubelet-client-certificate and --kubelet-client-key). Without it
+	// those subresources answer 503.
+	KubeletClientCert *tls.Certificate
 }
 
 // Key layout in storage: KeyPrefix + "<group or 'core'>/<resource>/<namespace>/<name>"

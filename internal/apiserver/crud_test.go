@@ -299,9 +299,11 @@ func TestUnknownPathsAndVerbs(t *testing.T) {
 	if !apierrors.IsMethodNotSupported(err) {
 		t.Errorf("POST to a named object: %v, want MethodNotSupported", err)
 	}
+	// pods/log of a missing pod (the proxy to node agents is tested in
+	// podproxy_test.go).
 	err = rc.Get().AbsPath("/api/v1/namespaces/default/pods/p/log").Do(ctx).Error()
 	var se *apierrors.StatusError
-	if !errors.As(err, &se) || se.ErrStatus.Code != 400 || !strings.Contains(se.ErrStatus.Message, "pods/log is not available") {
+	if !errors.As(err, &se) || se.ErrStatus.Code != 404 || !strings.Contains(se.ErrStatus.Message, `pods "p" not found`) {
 		t.Errorf("pods/log: %v", err)
 	}
 }

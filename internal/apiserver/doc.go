@@ -18,7 +18,10 @@
 //	    create/update       create_update.go, write.go
 //	    patch               patch.go
 //	    delete(collection)  delete.go, namespace_cleanup.go
-//	    status/scale/binding/log   server.go, subresources.go
+//	    status/scale/binding       server.go, subresources.go
+//	    pods/log, pods/exec        podproxy.go: proxied to the pod's node agent
+//	                               (internal/agent/kubeletserver) with the
+//	                               apiserver-kubelet-client certificate
 //
 // # Objects, codecs and storage
 //

@@ -51,6 +51,10 @@ type Server struct {
 
 	// nsCache answers the namespace check of creates while Run is active.
 	nsCache nsCache
+
+	// kubeletTransport reaches node agents for pods/log and pods/exec
+	// (nil without Config.KubeletClientCert).
+	kubeletTransport *http.Transport
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -88,6 +92,7 @@ func newServer(cfg Config) (*Server, error) {
 		byGR:             map[schema.GroupResource]*resource{},
 		bookmarkInterval: time.Minute,
 		nsKick:           make(chan struct{}, 1),
+		kubeletTransport: newKubeletTransport(cfg.KubeletClientCert),
 	}
 	for _, k := range cfg.Kinds {
 		r, err := s.newResource(k)
@@ -196,6 +201,15 @@ func (s *Server) authorize(rq *request) error {
 		a.Path = info.path
 	}
 	err := s.cfg.Authorizer.Authorize(rq.ctx, a)
+	if err == nil && isPodConnect(info) && info.verb != "create" {
+		// A WebSocket exec is a GET, but running a command is a write:
+		// kube-apiserver also requires "create" on pods/exec, attach and
+		// portforward (AuthorizePodWebsocketUpgradeCreatePermission).
+		a.Verb = "create"
+		err = s.cfg.Authorizer.Authorize(rq.ctx, a)
+		info = &requestInfo{isResource: true, verb: "create", group: info.group, resource: info.resource,
+			subresource: info.subresource, namespace: info.namespace, name: info.name}
+	}
 	if err == nil {
 		return nil
 	}
@@ -312,17 +326,22 @@ func (s *Server) serveSubresource(rq *request, notAllowed func()) {
 			notAllowed()
 			return
 		}
-		rq.writeError(apierrors.NewBadRequest(fmt.Sprintf(
-			"pods/log is not available yet: svcnet serves container logs once its node agent runs pods (pod %q)", info.name)))
+		s.handleLog(rq)
 	case isCorePods(res) && info.subresource == "binding":
 		if info.verb != "create" {
 			notAllowed()
 			return
 		}
 		s.handleBinding(rq)
-	case isCorePods(res) && (info.subresource == "exec" || info.subresource == "attach" || info.subresource == "portforward"):
+	case isCorePods(res) && info.subresource == "exec":
+		if info.verb != "get" && info.verb != "create" {
+			notAllowed()
+			return
+		}
+		s.handleExec(rq)
+	case isCorePods(res) && (info.subresource == "attach" || info.subresource == "portforward"):
 		rq.writeError(apierrors.NewBadRequest(fmt.Sprintf(
-			"pods/%s is not available yet: svcnet has no node agent serving it", info.subresource)))
+			"pods/%s is not supported by svcnet: its pods are processes without an attachable console, and port-forwarding is not implemented; use pods/exec", info.subresource)))
 	default:
 		rq.writeError(notFoundError())
 	}
@@ -371,6 +390,13 @@ func isDiscoveryPath(p string) bool {
 
 func isCorePods(r *resource) bool {
 	return r.gvr.Group == "" && r.gvr.Resource == "pods"
+}
+
+// isPodConnect reports whether info is a pods/exec, attach or portforward
+// request (kube-apiserver's connect subresources that run something).
+func isPodConnect(info *requestInfo) bool {
+	return info.isResource && info.group == "" && info.resource == "pods" &&
+		(info.subresource == "exec" || info.subresource == "attach" || info.subresource == "portforward")
 }
 
 func isCoreNamespaces(r *resource) bool {

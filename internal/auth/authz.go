@@ -17,6 +17,10 @@ const NodeLeaseNamespace = "kube-node-lease"
 // readVerbs are the verbs a node may use on every resource.
 var readVerbs = []string{"get", "list", "watch"}
 
+// podStreamingSubresources are the pod subresources that reach into a
+// pod's containers; nodes may not use them.
+var podStreamingSubresources = map[string]bool{"log": true, "exec": true, "attach": true, "portforward": true}
+
 // writeVerbs are the verbs a node may use on its own objects.
 var writeVerbs = []string{"create", "update", "patch", "delete"}
 
@@ -101,6 +105,9 @@ func ForbiddenStatus(a Attributes, err error) *apierrors.StatusError {
 //     may write any Node and node Lease, because one token serves every
 //     agent. Pod status writes are not checked against the pod's node
 //     (that needs the pod; upstream does it in the node authorizer's graph).
+//     Nodes may not use pods/log, exec, attach or portforward at all (in
+//     upstream's system:node role neither): those reach into pods, and a
+//     node's "get" would otherwise allow a WebSocket exec.
 //   - everything else is denied with a ForbiddenError.
 type NodeAuthorizer struct{}
 
@@ -122,6 +129,9 @@ func (NodeAuthorizer) Authorize(_ context.Context, a Attributes) error {
 		return &ForbiddenError{Attributes: a}
 	}
 	if slices.Contains(u.Groups, GroupNodes) {
+		if a.APIGroup == "" && a.Resource == "pods" && podStreamingSubresources[a.Subresource] {
+			return &ForbiddenError{Attributes: a}
+		}
 		if slices.Contains(readVerbs, a.Verb) {
 			return nil
 		}

@@ -22,29 +22,35 @@ import (
 
 // File names inside the PKI directory (<data-dir>/pki).
 const (
-	CACertFile          = "ca.crt"
-	CAKeyFile           = "ca.key"
-	ServingCertFile     = "apiserver.crt"
-	ServingKeyFile      = "apiserver.key"
-	AdminCertFile       = "admin.crt"
-	AdminKeyFile        = "admin.key"
-	EtcdServerCertFile  = "etcd-server.crt"
-	EtcdServerKeyFile   = "etcd-server.key"
-	EtcdClientCertFile  = "etcd-client.crt"
-	EtcdClientKeyFile   = "etcd-client.key"
-	caCommonName        = "svcnet-ca"
-	servingCommonName   = "kube-apiserver"
-	etcdServerName      = "svcnet-etcd"
-	etcdClientName      = "svcnet-apiserver-etcd-client"
-	caValidity          = 10 * 365 * 24 * time.Hour
-	leafValidity        = 365 * 24 * time.Hour
-	leafRenewBefore     = 90 * 24 * time.Hour
-	clockSkewAllowance  = 5 * time.Minute
-	privateFileMode     = 0o600
-	privateDirMode      = 0o700
-	publicFileMode      = 0o644
-	pemTypeCertificate  = "CERTIFICATE"
-	pemTypeECPrivateKey = "EC PRIVATE KEY"
+	CACertFile         = "ca.crt"
+	CAKeyFile          = "ca.key"
+	ServingCertFile    = "apiserver.crt"
+	ServingKeyFile     = "apiserver.key"
+	AdminCertFile      = "admin.crt"
+	AdminKeyFile       = "admin.key"
+	EtcdServerCertFile = "etcd-server.crt"
+	EtcdServerKeyFile  = "etcd-server.key"
+	EtcdClientCertFile = "etcd-client.crt"
+	EtcdClientKeyFile  = "etcd-client.key"
+	// KubeletClientCertFile and KubeletClientKeyFile are the client
+	// certificate the API server presents to node agents (kubeadm's
+	// apiserver-kubelet-client.crt).
+	KubeletClientCertFile = "apiserver-kubelet-client.crt"
+	KubeletClientKeyFile  = "apiserver-kubelet-client.key"
+	kubeletClientName     = "kube-apiserver-kubelet-client"
+	caCommonName          = "svcnet-ca"
+	servingCommonName     = "kube-apiserver"
+	etcdServerName        = "svcnet-etcd"
+	etcdClientName        = "svcnet-apiserver-etcd-client"
+	caValidity            = 10 * 365 * 24 * time.Hour
+	leafValidity          = 365 * 24 * time.Hour
+	leafRenewBefore       = 90 * 24 * time.Hour
+	clockSkewAllowance    = 5 * time.Minute
+	privateFileMode       = 0o600
+	privateDirMode        = 0o700
+	publicFileMode        = 0o644
+	pemTypeCertificate    = "CERTIFICATE"
+	pemTypeECPrivateKey   = "EC PRIVATE KEY"
 )
 
 // AdminUser is the user name of the admin client certificate and token.
@@ -77,6 +83,10 @@ type PKI struct {
 	// AdminCertPEM and AdminKeyPEM are the admin client certificate
 	// (CN=admin, O=system:masters) and its key.
 	AdminCertPEM, AdminKeyPEM []byte
+	// KubeletClient is the client certificate the API server presents to
+	// node agents when it proxies pods/log and pods/exec (CN
+	// kube-apiserver-kubelet-client, O system:masters, as kubeadm issues it).
+	KubeletClient tls.Certificate
 }
 
 // CAPool returns a pool holding only the cluster CA.
@@ -173,6 +183,19 @@ func EnsurePKI(cfg PKIConfig) (*PKI, error) {
 	}
 	if p.AdminCertPEM, p.AdminKeyPEM, err = p.ensureLeaf(admin, now()); err != nil {
 		return nil, err
+	}
+
+	kubeletClient := leafSpec{
+		certFile: KubeletClientCertFile, keyFile: KubeletClientKeyFile,
+		subject: pkix.Name{CommonName: kubeletClientName, Organization: []string{GroupMasters}},
+		usage:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	certPEM, keyPEM, err = p.ensureLeaf(kubeletClient, now())
+	if err != nil {
+		return nil, err
+	}
+	if p.KubeletClient, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return nil, fmt.Errorf("auth: load kubelet client certificate: %w", err)
 	}
 
 	// The embedded etcd serves TLS on loopback and requires a client

@@ -20,6 +20,9 @@ const (
 	// DefaultAffinityTimeout is the ClientIP affinity timeout when the
 	// Service does not set one (3 hours).
 	DefaultAffinityTimeout = 10800 * time.Second
+	// AnnotationLBAlgorithm selects the load-balancing algorithm of a
+	// Service in the userspace proxy mode (ServicePort.LBAlgorithm).
+	AnnotationLBAlgorithm = "svcnet.io/lb-algorithm"
 )
 
 // ServicePorts converts a Service into its proxied ports, or nil when the
@@ -99,6 +102,7 @@ func ServicePorts(svc *v1.Service) map[ServicePortName]*ServicePort {
 			ExternalPolicyLocal:      etpLocal,
 			InternalPolicyLocal:      itpLocal,
 			HealthCheckNodePort:      hc,
+			LBAlgorithm:              strings.TrimSpace(svc.Annotations[AnnotationLBAlgorithm]),
 		}
 		if externallyTyped {
 			sp.NodePort = p.NodePort

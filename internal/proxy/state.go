@@ -67,6 +67,11 @@ type ServicePort struct {
 	// HealthCheckNodePort is spec.healthCheckNodePort (set only for
 	// type LoadBalancer with ExternalPolicyLocal), 0 when none.
 	HealthCheckNodePort int32
+
+	// LBAlgorithm is the Service's annotation svcnet.io/lb-algorithm
+	// (AnnotationLBAlgorithm), trimmed, "" when absent. Only backends that
+	// choose endpoints themselves (userspace) use it; the others ignore it.
+	LBAlgorithm string
 }
 
 // ExternallyAccessible reports whether the service has any external entry

@@ -203,6 +203,9 @@ func Run(ctx context.Context, cfg Config) error {
 		OpenAPI:    openapiHandler,
 		Discovery:  discovery.NewHandler(all),
 		Version:    r.Version,
+		// pods/log and pods/exec reach the node agents with kubeadm's
+		// apiserver-kubelet-client certificate.
+		KubeletClientCert: &pki.KubeletClient,
 		Ready: func() error {
 			rctx, cancel := context.WithTimeout(bg, 2*time.Second)
 			defer cancel()

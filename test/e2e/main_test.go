@@ -3,13 +3,16 @@
 // itself. The svcnet binary is built once per run (TestMain); every test
 // starts its own servers on free loopback ports with their own data dirs.
 //
-// These tests use loopback only, so they need no network namespace. They
-// run as part of `make test`.
+// Most tests use loopback only. The node agent tests (agent_test.go) create
+// network namespaces, veths and routes; as root every test runs inside a
+// private network namespace (proxytest.Main), so nothing leaves the machine.
+// They run as part of `make test`.
 package e2e
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -25,6 +28,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svcnet/svcnet/internal/proxy/proxytest"
 )
 
 // svcnetBin is the binary under test.
@@ -40,11 +45,27 @@ const (
 	commandTimeout = 2 * time.Minute
 )
 
+// TestMain builds the binary and runs the tests. As root they run in a
+// private network and mount namespace (proxytest.Main): the node agent
+// tests create network namespaces, veths and routes, and every packet stays
+// inside; the other tests only use loopback and run the same there.
 func TestMain(m *testing.M) {
+	if proxytest.WillReexec() {
+		os.Exit(proxytest.Main(m))
+	}
 	os.Exit(runMain(m))
 }
 
 func runMain(m *testing.M) int {
+	// Not under /tmp: every pod gets a private /tmp, which would hide the
+	// binary (and test dirs) from the pods' processes. t.TempDir follows.
+	tmp, err := os.MkdirTemp("/var/tmp", "svcnet-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
 	dir, err := os.MkdirTemp("", "svcnet-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -75,7 +96,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: build svcnet:", err)
 		return 1
 	}
-	return m.Run()
+	return proxytest.Main(m)
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -99,6 +120,8 @@ type serverOptions struct {
 	// etcdServers, when set, points at an external etcd instead of
 	// starting the embedded one.
 	etcdServers string
+	// bindAddress is where the API server listens (default 127.0.0.1).
+	bindAddress string
 	// fsync keeps the embedded etcd's fsync (durability across machine
 	// crashes); without it tests run faster, and a process kill still
 	// loses nothing the kernel has.
@@ -131,7 +154,7 @@ func startServer(t *testing.T, opts serverOptions) *server {
 	s := &server{t: t, opts: opts, port: freePort(t), home: t.TempDir()}
 	s.args = []string{"server",
 		"--data-dir", opts.dataDir,
-		"--bind-address", "127.0.0.1",
+		"--bind-address", cmp.Or(opts.bindAddress, "127.0.0.1"),
 		"--secure-port", fmt.Sprint(s.port),
 	}
 	if opts.etcdServers != "" {

@@ -10,8 +10,9 @@
 // Random endpoint choice makes a result a set of Paths; session affinity is
 // expressed with Case.After and a StatefulTracer. The nftables tracer
 // (NFTTracer) interprets the rules of a knftables.Fake hook by hook; the
-// iptables, ipvs and userspace backends bring their own Tracer and reuse the
-// table unchanged.
+// iptables tracer (IPTTracer) does the same for iptables-save text (from
+// the iptables backend's Fake or from the kernel); the ipvs and userspace
+// backends bring their own Tracer and reuse the table unchanged.
 //
 // # Network-namespace harness
 //
@@ -23,4 +24,10 @@
 // their name and the client address they saw. Cluster is the standard
 // two-node lab with an outside client; node-a is the sandbox's own
 // namespace, so a backend under test programs it directly.
+//
+// RunRealTraffic is the real-traffic matrix over that lab (round-robin,
+// affinity and its expiry, hairpin, NodePorts on every node, ExternalIP
+// and LB IP, refusal without endpoints, ETP Local with its health check
+// port, UDP moving after an endpoint change) that every proxy mode runs
+// unchanged with its own backend constructor.
 package proxytest

@@ -89,6 +89,17 @@ func setupSandbox() error {
 	return runCmd("ip", "link", "set", "lo", "up")
 }
 
+// WillReexec reports whether Main is about to re-execute the test binary in
+// the sandbox (so one-time setup such as building binaries belongs in the
+// re-executed process, not this one).
+func WillReexec() bool {
+	if os.Getenv(envServe) != "" || InSandbox() || os.Geteuid() != 0 {
+		return false
+	}
+	_, err := exec.LookPath("unshare")
+	return err == nil
+}
+
 // InSandbox reports whether the process runs in the private namespaces set
 // up by Main.
 func InSandbox() bool { return os.Getenv(envSandbox) != "" }

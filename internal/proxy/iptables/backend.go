@@ -1,0 +1,271 @@
+package iptables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcnet/svcnet/internal/proxy"
+	"github.com/svcnet/svcnet/internal/proxy/conntrack"
+)
+
+// Config configures one iptables Backend (one IP family). The fields mean
+// what they mean for the nftables backend.
+type Config struct {
+	// Family is v1.IPv4Protocol (iptables, the default) or v1.IPv6Protocol
+	// (ip6tables).
+	Family v1.IPFamily
+	// NodeName is this node's name.
+	NodeName string
+	// NodeIPs are the node's addresses; NodePorts answer on those of this
+	// family (never loopback) unless NodePortAddresses is set. The State's
+	// NodeIPs are added at each sync.
+	NodeIPs []netip.Addr
+	// ClusterCIDRs are the pod CIDRs: ClusterIP traffic from outside the
+	// first one of the family is masqueraded; pods reaching an external IP
+	// of an ETP Local service are short-circuited to the cluster policy.
+	ClusterCIDRs []netip.Prefix
+	// ServiceCIDRs: traffic to an unallocated address in them is dropped
+	// (and to an unused port of an allocated ClusterIP rejected).
+	ServiceCIDRs []netip.Prefix
+	// NodePortAddresses restricts NodePorts to the local addresses inside
+	// these prefixes (as --nodeport-addresses).
+	NodePortAddresses []netip.Prefix
+	// InterfaceAddrs lists local addresses for NodePortAddresses (default
+	// net.InterfaceAddrs).
+	InterfaceAddrs func() ([]netip.Addr, error)
+	// MasqueradeAll masquerades all traffic to ClusterIPs.
+	MasqueradeAll bool
+	// TCPBeLiberal, when false, drops forwarded packets conntrack marks
+	// INVALID (KUBE-FORWARD), as upstream.
+	TCPBeLiberal bool
+	// Conntrack deletes stale UDP flows after endpoint changes; nil
+	// disables the cleanup.
+	Conntrack conntrack.Interface
+	// Logger receives the backend's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Backend is the iptables proxy backend for one IP family. It implements
+// proxy.Backend and proxy.SyncStats; Sync and Cleanup must not run
+// concurrently.
+type Backend struct {
+	cfg          Config
+	ipt          Interface
+	ipv6         bool
+	clusterCIDRs []netip.Prefix
+	serviceCIDRs []netip.Prefix
+	log          *slog.Logger
+
+	// What the kernel holds, valid while needFull is false.
+	needFull bool
+	nodeIPs  []netip.Addr
+	records  map[proxy.ServicePortName]*svcPlan
+	// rootChains holds, per entry of roots, the chains written for it
+	// (the root chain and its KUBE-DST tree).
+	rootChains []map[string][]string
+	// fixedRules and svcRules count the rules outside the roots.
+	fixedRules, svcRules int
+
+	lastPartial bool
+}
+
+var (
+	_ proxy.Backend   = (*Backend)(nil)
+	_ proxy.SyncStats = (*Backend)(nil)
+)
+
+// New returns a Backend writing through ipt (NewExec for the real
+// binaries, NewFake in tests).
+func New(cfg Config, ipt Interface) (*Backend, error) {
+	if cfg.Family == "" {
+		cfg.Family = v1.IPv4Protocol
+	}
+	if cfg.Family != v1.IPv4Protocol && cfg.Family != v1.IPv6Protocol {
+		return nil, fmt.Errorf("iptables: unknown IP family %q", cfg.Family)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.InterfaceAddrs == nil {
+		cfg.InterfaceAddrs = localAddrs
+	}
+	b := &Backend{
+		cfg:      cfg,
+		ipt:      ipt,
+		ipv6:     cfg.Family == v1.IPv6Protocol,
+		log:      cfg.Logger.With("component", "proxy-iptables", "family", string(cfg.Family)),
+		needFull: true,
+		records:  map[proxy.ServicePortName]*svcPlan{},
+	}
+	for _, p := range cfg.ClusterCIDRs {
+		if p.Addr().Is4() == !b.ipv6 {
+			b.clusterCIDRs = append(b.clusterCIDRs, p.Masked())
+		}
+	}
+	for _, p := range cfg.ServiceCIDRs {
+		if p.Addr().Is4() == !b.ipv6 {
+			b.serviceCIDRs = append(b.serviceCIDRs, p.Masked())
+		}
+	}
+	return b, nil
+}
+
+// NewSystem returns the backends of both families for the iptables
+// variant the system uses (DetectVariant), combined under the name
+// "iptables": what `svcnet proxy --mode iptables` runs. cfg.Family is
+// ignored.
+func NewSystem(ctx context.Context, cfg Config) (proxy.Backend, error) {
+	variant, err := DetectVariant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var backends []proxy.Backend
+	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+		c := cfg
+		c.Family = fam
+		b, err := New(c, NewExec(fam, variant))
+		if err != nil {
+			return nil, err
+		}
+		backends = append(backends, b)
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("iptables proxy mode", "variant", string(variant))
+	}
+	return proxy.Combine("iptables", backends...), nil
+}
+
+// CleanupSystem removes everything the iptables mode may have installed,
+// in both families and with both variants whose binaries exist (a node may
+// have switched variants): what `svcnet proxy cleanup` runs.
+func CleanupSystem(ctx context.Context) error {
+	var errs []error
+	for _, v := range []Variant{VariantNFT, VariantLegacy} {
+		if _, err := exec.LookPath("iptables-" + string(v) + "-restore"); err != nil {
+			continue
+		}
+		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			b, err := New(Config{Family: fam}, NewExec(fam, v))
+			if err != nil {
+				return err
+			}
+			if err := b.Cleanup(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("%s %s: %w", v, fam, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Name implements proxy.Backend.
+func (b *Backend) Name() string { return "iptables" }
+
+// LastSyncStats implements proxy.SyncStats.
+func (b *Backend) LastSyncStats() (partial bool, rules int) {
+	rules = b.fixedRules + b.svcRules
+	for _, chains := range b.rootChains {
+		for _, r := range chains {
+			rules += len(r)
+		}
+	}
+	return b.lastPartial, rules
+}
+
+func localAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// nodePortIPs computes the addresses NodePorts answer on.
+func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
+	var cand []netip.Addr
+	if len(b.cfg.NodePortAddresses) > 0 {
+		local, err := b.cfg.InterfaceAddrs()
+		if err != nil {
+			b.log.Error("listing local addresses for NodePorts", "err", err)
+		}
+		for _, a := range local {
+			for _, p := range b.cfg.NodePortAddresses {
+				if p.Contains(a) {
+					cand = append(cand, a)
+					break
+				}
+			}
+		}
+	} else {
+		cand = append(append(cand, b.cfg.NodeIPs...), st.NodeIPs...)
+	}
+	var out []netip.Addr
+	for _, a := range b.familyAddrs(cand) {
+		if !a.IsLoopback() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
+	return out
+}
+
+// jump connects a built-in chain to a top-level chain.
+type jump struct {
+	table, from, to, comment string
+	newOnly                  bool // only new connections (-m conntrack --ctstate NEW)
+}
+
+func (j jump) rule() string {
+	r := fmt.Sprintf(`-m comment --comment "%s"`, j.comment)
+	if j.newOnly {
+		r += " -m conntrack --ctstate NEW"
+	}
+	return r + " -j " + j.to
+}
+
+// jumps are upstream's, in the order they end up in each built-in chain.
+var jumps = []jump{
+	{tableFilter, "INPUT", kubeProxyFirewallChain, "kubernetes load balancer firewall", true},
+	{tableFilter, "INPUT", kubeNodePortsChain, "kubernetes health check service ports", false},
+	{tableFilter, "INPUT", kubeExternalServicesChain, "kubernetes externally-visible service portals", true},
+	{tableFilter, "FORWARD", kubeProxyFirewallChain, "kubernetes load balancer firewall", true},
+	{tableFilter, "FORWARD", kubeForwardChain, "kubernetes forwarding rules", false},
+	{tableFilter, "FORWARD", kubeServicesChain, "kubernetes service portals", true},
+	{tableFilter, "FORWARD", kubeExternalServicesChain, "kubernetes externally-visible service portals", true},
+	{tableFilter, "OUTPUT", kubeProxyFirewallChain, "kubernetes load balancer firewall", true},
+	{tableFilter, "OUTPUT", kubeServicesChain, "kubernetes service portals", true},
+	{tableNAT, "PREROUTING", kubeServicesChain, "kubernetes service portals", false},
+	{tableNAT, "OUTPUT", kubeServicesChain, "kubernetes service portals", false},
+	{tableNAT, "POSTROUTING", kubePostroutingChain, "kubernetes postrouting rules", false},
+}
+
+// topChains are the fixed chains of each table.
+var topChains = map[string][]string{
+	tableFilter: {kubeServicesChain, kubeExternalServicesChain, kubeForwardChain, kubeNodePortsChain, kubeProxyFirewallChain},
+	tableNAT:    {kubeServicesChain, kubeNodePortsChain, kubePostroutingChain, kubeMarkMasqChain},
+}
+
+func cmpName(x, y proxy.ServicePortName) int {
+	for _, c := range [][2]string{{x.Namespace, y.Namespace}, {x.Name, y.Name}, {x.Port, y.Port}, {string(x.Protocol), string(y.Protocol)}} {
+		if c := strings.Compare(c[0], c[1]); c != 0 {
+			return c
+		}
+	}
+	return 0
+}

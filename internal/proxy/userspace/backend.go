@@ -1,0 +1,624 @@
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+
+	"github.com/svcnet/svcnet/internal/proxy"
+)
+
+// Config configures one userspace Backend (one IP family).
+type Config struct {
+	// Family selects the table and the sockets: v1.IPv4Protocol (the
+	// default) or v1.IPv6Protocol.
+	Family v1.IPFamily
+	// NodeName is this node's name.
+	NodeName string
+	// NodeIPs are the node's addresses; NodePorts answer on those of this
+	// family (never on loopback), unless NodePortAddresses is set. The
+	// State's NodeIPs are added at each sync.
+	NodeIPs []netip.Addr
+	// NodePortAddresses restricts NodePorts to the local addresses inside
+	// these prefixes (--nodeport-addresses).
+	NodePortAddresses []netip.Prefix
+	// InterfaceAddrs lists the local addresses matched against
+	// NodePortAddresses (default: net.InterfaceAddrs).
+	InterfaceAddrs func() ([]netip.Addr, error)
+	// ServiceCIDRs: traffic to an unallocated address in them is dropped,
+	// to an unused port of an allocated ClusterIP rejected.
+	ServiceCIDRs []netip.Prefix
+	// Algorithm is the agent's default load-balancing algorithm (default
+	// RoundRobin); a Service overrides it with the annotation
+	// svcnet.io/lb-algorithm.
+	Algorithm Algorithm
+	// ListenAddr is the address the per-service listeners bind (default
+	// the unspecified address of Family: REDIRECT delivers to the primary
+	// address of the incoming interface, or loopback for local clients).
+	ListenAddr netip.Addr
+	// DialTimeout bounds one connect attempt to an endpoint (default 2s).
+	DialTimeout time.Duration
+	// MaxTries caps the endpoints tried for one connection (0: all).
+	MaxTries int
+	// EjectBackoff is how long an endpoint that refused or timed out is
+	// skipped; it doubles with each consecutive failure up to
+	// EjectBackoffMax (defaults 5s and 1m). An ejected endpoint is still
+	// tried when every other one failed.
+	EjectBackoff, EjectBackoffMax time.Duration
+	// UDPIdleTimeout ends a UDP client session after this long without a
+	// datagram either way (default 30s).
+	UDPIdleTimeout time.Duration
+	// Transparent makes the endpoint see the client's address where the
+	// nftables mode would not masquerade (ClusterIP traffic from the
+	// ClusterCIDRs, external traffic of externalTrafficPolicy Local
+	// services): connections to endpoints bind the client address with
+	// IP_TRANSPARENT, and a policy route delivers the replies to the proxy
+	// (see transparent.go). If the kernel refuses (no nft socket
+	// expression, no CAP_NET_ADMIN), the backend logs it and connects from
+	// the node's address.
+	Transparent bool
+	// ClusterCIDRs are the pod CIDRs: with Transparent, ClusterIP clients
+	// outside them connect from the node's address (as masquerading).
+	// Empty: every ClusterIP client is in the cluster.
+	ClusterCIDRs []netip.Prefix
+	// Logger receives the backend's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Backend is the userspace proxy backend for one IP family. It implements
+// proxy.Backend and proxy.SyncStats. Sync and Cleanup must not be called
+// concurrently (the proxy core calls them from one goroutine); the
+// listeners serve connections on their own goroutines.
+type Backend struct {
+	cfg  Config
+	nft  knftables.Interface
+	ipv6 bool
+	set  *settings
+	log  *slog.Logger
+
+	listeners map[lnKey]*listener
+	// mu serializes Sync and Cleanup with the drain goroutine Cleanup may
+	// start; epoch counts their calls, so a drain knows it is stale.
+	mu          sync.Mutex
+	epoch       uint64
+	tpChecked   bool   // transparent proxying was set up (or found impossible)
+	tpInstalled bool   // the policy route is installed
+	initialized bool   // the table was recreated once by this process
+	last        string // fingerprint of the rule set in the kernel ("" = unknown)
+	rules       int
+}
+
+var (
+	_ proxy.Backend   = (*Backend)(nil)
+	_ proxy.SyncStats = (*Backend)(nil)
+)
+
+// TableName is the nftables table of the mode, in family ip and ip6.
+const TableName = tableName
+
+// Family returns the knftables family for an IP family.
+func Family(f v1.IPFamily) knftables.Family {
+	if f == v1.IPv6Protocol {
+		return knftables.IPv6Family
+	}
+	return knftables.IPv4Family
+}
+
+// NewInterface returns a real knftables.Interface (the nft binary) for the
+// svcnet-userspace table of family f.
+func NewInterface(f v1.IPFamily) (knftables.Interface, error) {
+	nft, err := knftables.New(Family(f), tableName)
+	if err != nil {
+		return nil, fmt.Errorf("userspace: %w", err)
+	}
+	return nft, nil
+}
+
+// NewFake returns an in-memory knftables.Fake for the table of family f.
+func NewFake(f v1.IPFamily) *knftables.Fake {
+	return knftables.NewFake(Family(f), tableName)
+}
+
+// New returns a Backend writing its redirect rules through nft (see
+// NewInterface; a knftables.Fake in tests). Listeners are opened by Sync.
+func New(cfg Config, nft knftables.Interface) (*Backend, error) {
+	if cfg.Family == "" {
+		cfg.Family = v1.IPv4Protocol
+	}
+	if cfg.Family != v1.IPv4Protocol && cfg.Family != v1.IPv6Protocol {
+		return nil, fmt.Errorf("userspace: unknown IP family %q", cfg.Family)
+	}
+	alg, err := ParseAlgorithm(string(cfg.Algorithm))
+	if err != nil {
+		return nil, fmt.Errorf("userspace: %w", err)
+	}
+	cfg.Algorithm = alg
+	ipv6 := cfg.Family == v1.IPv6Protocol
+	if !cfg.ListenAddr.IsValid() {
+		cfg.ListenAddr = netip.IPv4Unspecified()
+		if ipv6 {
+			cfg.ListenAddr = netip.IPv6Unspecified()
+		}
+	}
+	if cfg.ListenAddr.Is4() == ipv6 {
+		return nil, fmt.Errorf("userspace: listen address %s is not %s", cfg.ListenAddr, cfg.Family)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.InterfaceAddrs == nil {
+		cfg.InterfaceAddrs = localAddrs
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DialTimeout, 2*time.Second)
+	def(&cfg.EjectBackoff, 5*time.Second)
+	def(&cfg.EjectBackoffMax, time.Minute)
+	def(&cfg.UDPIdleTimeout, 30*time.Second)
+	log := cfg.Logger.With("component", "proxy-userspace", "family", string(cfg.Family))
+	ns, err := currentNetns()
+	if err != nil {
+		return nil, fmt.Errorf("userspace: %w", err)
+	}
+	var cidrs []netip.Prefix
+	for _, p := range cfg.ClusterCIDRs {
+		if p.Addr().Is4() == !ipv6 {
+			cidrs = append(cidrs, p.Masked())
+		}
+	}
+	network := "tcp4"
+	if ipv6 {
+		network = "tcp6"
+	}
+	b := &Backend{
+		cfg:  cfg,
+		nft:  nft,
+		ipv6: ipv6,
+		log:  log,
+		set: &settings{
+			network:      network,
+			dialTimeout:  cfg.DialTimeout,
+			maxTries:     cfg.MaxTries,
+			ejectBase:    cfg.EjectBackoff,
+			ejectMax:     cfg.EjectBackoffMax,
+			udpIdle:      cfg.UDPIdleTimeout,
+			log:          log,
+			netns:        ns,
+			clusterCIDRs: cidrs,
+		},
+		listeners: map[lnKey]*listener{},
+	}
+	b.set.transparent.Store(cfg.Transparent)
+	return b, nil
+}
+
+// Name implements proxy.Backend.
+func (b *Backend) Name() string { return "userspace" }
+
+// LastSyncStats implements proxy.SyncStats: syncs always rewrite the
+// (small) table; rules counts rules plus set/map elements.
+func (b *Backend) LastSyncStats() (partial bool, rules int) { return false, b.rules }
+
+// ListenerPort returns the local port of the listener serving traffic to
+// name's ClusterIP (external false) or external entry points (true), and
+// false when there is none. For diagnostics and tests.
+func (b *Backend) ListenerPort(name proxy.ServicePortName, external bool) (uint16, bool) {
+	if l := b.listeners[lnKey{name: name, external: external}]; l != nil {
+		return l.port, true
+	}
+	return 0, false
+}
+
+// Cleanup implements proxy.Backend: it deletes the table and closes the
+// listeners. Connections and UDP sessions already proxied keep running
+// until they end, so a mode switch does not cut them. They still need
+// conntrack to translate their packets (the REDIRECT binding), which the
+// kernel does only while some nat chain is registered in the namespace,
+// and the transparent ones need their return path: so while any is open
+// the table keeps an empty nat chain and the mangle-prerouting chain, and
+// the policy route stays; all go within a second of the last one ending
+// (unless a Sync takes the backend back first).
+func (b *Backend) Cleanup(ctx context.Context) error { return b.cleanup(ctx, false) }
+
+func (b *Backend) cleanup(ctx context.Context, force bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.epoch++
+	keep := !force && b.set.active.Load() > 0
+	tx := b.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	if keep {
+		tx.Add(&knftables.Table{Comment: knftables.PtrTo("svcnet userspace proxy: draining open connections")})
+		// A nat chain keeps the kernel's NAT hooks registered, and a rule
+		// using conntrack keeps conntrack itself hooked in (both are
+		// unhooked when no rule in the namespace needs them).
+		tx.Add(&knftables.Chain{Name: natPreroutingChain, Type: knftables.PtrTo(knftables.NATType),
+			Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.DNATPriority)})
+		tx.Add(&knftables.Rule{Chain: natPreroutingChain, Rule: "ct state established,related counter"})
+		if b.tpInstalled {
+			b.mangleChain(tx)
+		}
+	}
+	var errs []error
+	if err := b.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("userspace: cleanup %s table: %w", b.ipX(), err))
+	}
+	for k, l := range b.listeners {
+		l.close()
+		delete(b.listeners, k)
+	}
+	switch {
+	case keep:
+		go b.drain(b.epoch)
+	case b.tpInstalled || (b.cfg.Transparent && b.isReal()):
+		// (Also when this process never installed it: Cleanup removes
+		// what any earlier run left.)
+		if err := b.set.netns.do(b.cleanupPolicyRouting); err != nil {
+			errs = append(errs, err)
+		}
+		b.tpInstalled = false
+	}
+	b.initialized = false
+	b.tpChecked = false
+	b.last = ""
+	return errors.Join(errs...)
+}
+
+// drain waits for the transparent connections left by Cleanup to end,
+// then removes their return path, unless Sync or Cleanup ran meanwhile.
+func (b *Backend) drain(epoch uint64) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for range t.C {
+		b.mu.Lock()
+		if b.epoch != epoch {
+			b.mu.Unlock()
+			return
+		}
+		if b.set.active.Load() > 0 {
+			b.mu.Unlock()
+			continue
+		}
+		err := b.set.netns.do(func() error {
+			tx := b.nft.NewTransaction()
+			tx.Add(&knftables.Table{})
+			tx.Delete(&knftables.Table{})
+			err := b.nft.Run(context.Background(), tx)
+			if err != nil && knftables.IsNotFound(err) {
+				err = nil
+			}
+			if b.tpInstalled {
+				err = errors.Join(err, b.cleanupPolicyRouting())
+			}
+			return err
+		})
+		if err != nil {
+			b.log.Error("removing the return path of transparent connections", "err", err)
+		}
+		b.tpInstalled = false
+		b.mu.Unlock()
+		return
+	}
+}
+
+// Close is Cleanup without keeping the return path of open transparent
+// connections, and also releases the network namespace the Backend was
+// created in (see netnsHandle). The Backend must not be used after.
+func (b *Backend) Close(ctx context.Context) error {
+	err := b.cleanup(ctx, true)
+	if h := b.set.netns; h != nil && h.f != nil {
+		_ = h.f.Close()
+		h.f = nil
+	}
+	return err
+}
+
+// isReal reports whether the backend writes a real dataplane (not a
+// knftables.Fake): only then does it touch the routing tables.
+func (b *Backend) isReal() bool {
+	_, fake := b.nft.(*knftables.Fake)
+	return !fake
+}
+
+// setupTransparent enables transparent proxying once, or disables it
+// when the kernel does not allow it.
+func (b *Backend) setupTransparent(ctx context.Context) {
+	if b.tpChecked || !b.cfg.Transparent {
+		return
+	}
+	b.tpChecked = true
+	b.set.transparent.Store(true)
+	if !b.isReal() {
+		return
+	}
+	tx := b.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	b.mangleChain(tx)
+	err := b.nft.Check(ctx, tx)
+	if err == nil {
+		err = b.set.netns.do(b.setupPolicyRouting)
+	}
+	if err != nil {
+		b.log.Warn("transparent proxying unavailable; endpoints will see the node's address", "err", err)
+		b.set.transparent.Store(false)
+		return
+	}
+	b.tpInstalled = true
+}
+
+// mangleChain adds the chain marking packets of transparent sockets.
+func (b *Backend) mangleChain(tx *knftables.Transaction) {
+	c := &knftables.Chain{Name: manglePrerouting, Type: knftables.PtrTo(knftables.FilterType),
+		Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.ManglePriority)}
+	tx.Add(c)
+	tx.Flush(c)
+	tx.Add(&knftables.Rule{Chain: manglePrerouting,
+		Rule: fmt.Sprintf("meta l4proto { tcp, udp } socket transparent 1 meta mark set mark or 0x%x", transparentMark)})
+}
+
+// want is one listener the State needs.
+type want struct {
+	eps      []proxy.Endpoint
+	alg      Algorithm
+	affinity time.Duration
+	tp       transparency
+}
+
+// pending is a redirect element waiting for its listener's port.
+type pending struct {
+	key      lnKey
+	addr     netip.Addr // invalid for a NodePort
+	proto    string
+	port     int32
+	nodePort bool
+}
+
+// Sync implements proxy.Backend: it opens a listener for every service
+// port that has usable endpoints (two when the internal and external
+// traffic policies differ), hands each its endpoints, writes the redirect
+// table in one transaction, and then closes the listeners no longer used.
+// Established connections of removed listeners are not cut.
+func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.epoch++
+	b.setupTransparent(ctx)
+	rs := &ruleset{rules: b.baseRules()}
+	nodeIPs := b.nodePortIPs(st)
+	for _, a := range nodeIPs {
+		rs.add(&knftables.Element{Set: nodePortIPsSet, Key: []string{a.String()}})
+	}
+	wants := map[lnKey]want{}
+	var pend []pending
+
+	names := make([]proxy.ServicePortName, 0, len(st.Services))
+	for n := range st.Services {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, cmpName)
+	for _, n := range names {
+		sp := st.Services[n]
+		cips := b.familyAddrs(sp.ClusterIPs)
+		if len(cips) == 0 {
+			continue
+		}
+		for _, a := range cips {
+			rs.add(&knftables.Element{Set: clusterIPsSet, Key: []string{a.String()}})
+		}
+		if sp.Protocol != v1.ProtocolTCP && sp.Protocol != v1.ProtocolUDP {
+			// SCTP: Go has no SCTP sockets. The ClusterIP's port is
+			// rejected by cluster-ips-check.
+			continue
+		}
+		proto := strings.ToLower(string(sp.Protocol))
+		cluster, local, _, hasAny := proxy.CategorizeEndpoints(st.Endpoints[n], sp)
+		internal, external := cluster, cluster
+		if sp.InternalPolicyLocal {
+			internal = local
+		}
+		if sp.ExternalPolicyLocal {
+			external = local
+		}
+		verdict := "drop" // endpoints exist, none usable here
+		if !hasAny {
+			verdict = "goto " + rejectChain
+		}
+		alg := b.cfg.Algorithm
+		if sp.LBAlgorithm != "" {
+			a, err := ParseAlgorithm(sp.LBAlgorithm)
+			if err != nil {
+				b.log.Warn("ignoring the service's "+proxy.AnnotationLBAlgorithm+" annotation", "service", n.String(), "err", err)
+			} else {
+				alg = a
+			}
+		}
+
+		inKey := lnKey{name: n}
+		if len(internal) > 0 {
+			wants[inKey] = want{eps: internal, alg: alg, affinity: sp.AffinityTimeout, tp: transparentInCluster}
+			for _, a := range cips {
+				pend = append(pend, pending{key: inKey, addr: a, proto: proto, port: sp.Port})
+			}
+		} else {
+			for _, a := range cips {
+				rs.noEndpoints(a, proto, sp.Port, verdict)
+			}
+		}
+
+		if !sp.ExternallyAccessible() {
+			continue
+		}
+		// External traffic has its own listener: its endpoints may differ
+		// (traffic policies) and so does whether the client address is
+		// kept.
+		extKey := lnKey{name: n, external: true}
+		extAddrs := b.familyAddrs(slices.Concat(sp.ExternalIPs, sp.LoadBalancerIPs))
+		if len(external) > 0 {
+			tp := transparentNever
+			if sp.ExternalPolicyLocal {
+				tp = transparentAlways
+			}
+			wants[extKey] = want{eps: external, alg: alg, affinity: sp.AffinityTimeout, tp: tp}
+			for _, a := range extAddrs {
+				pend = append(pend, pending{key: extKey, addr: a, proto: proto, port: sp.Port})
+			}
+			if sp.NodePort != 0 {
+				pend = append(pend, pending{key: extKey, proto: proto, port: sp.NodePort, nodePort: true})
+			}
+		} else {
+			for _, a := range extAddrs {
+				rs.noEndpoints(a, proto, sp.Port, verdict)
+			}
+			if sp.NodePort != 0 {
+				rs.noEndpointsNodePort(proto, sp.NodePort, verdict)
+			}
+		}
+		if len(sp.LoadBalancerSourceRanges) > 0 {
+			for _, lb := range b.familyAddrs(sp.LoadBalancerIPs) {
+				rs.add(&knftables.Element{Set: firewallIPsSet, Key: []string{lb.String(), proto, itoa(sp.Port)}})
+				for _, r := range sp.LoadBalancerSourceRanges {
+					if r.Addr().Is4() == !b.ipv6 {
+						rs.add(&knftables.Element{Set: firewallAllowSet, Key: []string{lb.String(), proto, itoa(sp.Port), r.String()}})
+					}
+				}
+			}
+		}
+	}
+
+	// Listeners first, so redirected traffic always finds its socket.
+	var errs []error
+	for k, w := range wants {
+		l := b.listeners[k]
+		if l == nil {
+			var err error
+			l, err = newListener(k, b.cfg.ListenAddr, b.set)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			b.listeners[k] = l
+			b.log.Debug("listening", "service", k.String(), "port", l.port)
+		}
+		l.update(w.eps, w.alg, w.affinity, w.tp)
+	}
+	for _, p := range pend {
+		l := b.listeners[p.key]
+		if l == nil {
+			continue // failed to listen (reported)
+		}
+		if p.nodePort {
+			rs.redirectNodePort(p.proto, p.port, l.port)
+		} else {
+			rs.redirect(p.addr, p.proto, p.port, l.port)
+		}
+	}
+	rs.elems = sortElems(rs.elems)
+
+	fp := rs.fingerprint()
+	if st.Full || fp != b.last {
+		tx := b.nft.NewTransaction()
+		b.transaction(tx, rs)
+		if err := b.nft.Run(ctx, tx); err != nil {
+			b.last = ""
+			return errors.Join(append(errs, fmt.Errorf("userspace: sync %s table: %w", b.ipX(), err))...)
+		}
+		b.initialized = true
+		b.last = fp
+		b.rules = rs.count()
+	}
+
+	// Only now, with no rule pointing at them, close unused listeners.
+	for k, l := range b.listeners {
+		if _, ok := wants[k]; !ok {
+			l.close()
+			delete(b.listeners, k)
+			b.log.Debug("closed listener", "service", k.String())
+		}
+	}
+	if len(errs) > 0 {
+		b.last = "" // rewrite next time, with the missing listeners
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Backend) familyAddrs(as []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if a.Is4() == !b.ipv6 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// nodePortIPs computes the addresses NodePorts answer on.
+func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
+	var cand []netip.Addr
+	if len(b.cfg.NodePortAddresses) > 0 {
+		local, err := b.cfg.InterfaceAddrs()
+		if err != nil {
+			b.log.Error("listing local addresses for NodePorts", "err", err)
+		}
+		for _, a := range local {
+			for _, p := range b.cfg.NodePortAddresses {
+				if p.Contains(a) {
+					cand = append(cand, a)
+					break
+				}
+			}
+		}
+	} else {
+		cand = append(append(cand, b.cfg.NodeIPs...), st.NodeIPs...)
+	}
+	var out []netip.Addr
+	for _, a := range b.familyAddrs(cand) {
+		if !a.IsLoopback() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
+	return out
+}
+
+func localAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+func cmpName(x, y proxy.ServicePortName) int {
+	if c := strings.Compare(x.Namespace, y.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(x.Name, y.Name); c != 0 {
+		return c
+	}
+	if c := strings.Compare(x.Port, y.Port); c != 0 {
+		return c
+	}
+	return strings.Compare(string(x.Protocol), string(y.Protocol))
+}

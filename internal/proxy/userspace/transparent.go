@@ -1,0 +1,196 @@
+package userspace
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Transparent proxying: the proxy's connection to the endpoint is bound
+// to the client's address (IP_TRANSPARENT lets a socket bind a non-local
+// address), so the endpoint sees the real client. The endpoint's replies
+// are addressed to the client; for them to reach the proxy's socket
+// instead of being forwarded, packets that belong to a transparent socket
+// are marked in prerouting ("socket transparent 1", before routing) and a
+// policy rule sends marked packets to a routing table whose only route is
+// "local default dev lo":
+//
+//	chain mangle-prerouting { type filter hook prerouting priority mangle;
+//	    meta l4proto { tcp, udp } socket transparent 1 meta mark set mark or 0x100000 }
+//	ip rule add fwmark 0x100000/0x100000 lookup 7723 priority 9000
+//	ip route add local default dev lo table 7723
+//
+// This only works when the endpoint's replies pass through this node,
+// which is why a listener binds the client address only where the
+// nftables mode would not masquerade: ClusterIP traffic from a client in
+// the cluster CIDRs, and external traffic of externalTrafficPolicy Local
+// services (whose endpoints are all on this node). Everything else (and
+// hairpin connections, and loopback clients) connects from the node's own
+// address, like masquerading.
+const (
+	transparentMark     = 0x100000
+	transparentTable    = 7723
+	transparentPriority = 9000
+	manglePrerouting    = "mangle-prerouting"
+)
+
+func (b *Backend) familyNum() int {
+	if b.ipv6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+func (b *Backend) policyRule() *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = b.familyNum()
+	r.Mark = transparentMark
+	mask := uint32(transparentMark)
+	r.Mask = &mask
+	r.Table = transparentTable
+	r.Priority = transparentPriority
+	return r
+}
+
+func (b *Backend) localRoute() (*netlink.Route, error) {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return nil, err
+	}
+	dst := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if b.ipv6 {
+		dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	return &netlink.Route{
+		LinkIndex: lo.Attrs().Index,
+		Dst:       dst,
+		Table:     transparentTable,
+		Type:      unix.RTN_LOCAL,
+		Scope:     netlink.SCOPE_HOST,
+		Family:    b.familyNum(),
+	}, nil
+}
+
+// setupPolicyRouting installs the policy rule and local route (idempotent).
+func (b *Backend) setupPolicyRouting() error {
+	route, err := b.localRoute()
+	if err != nil {
+		return fmt.Errorf("transparent proxy: %w", err)
+	}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("transparent proxy: local route in table %d: %w", transparentTable, err)
+	}
+	if err := netlink.RuleAdd(b.policyRule()); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("transparent proxy: policy rule: %w", err)
+	}
+	return nil
+}
+
+// cleanupPolicyRouting removes them; missing ones are fine.
+func (b *Backend) cleanupPolicyRouting() error {
+	var errs []error
+	for {
+		err := netlink.RuleDel(b.policyRule())
+		if err != nil {
+			if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("transparent proxy: delete policy rule: %w", err))
+			}
+			break
+		}
+	}
+	if route, err := b.localRoute(); err != nil {
+		errs = append(errs, err)
+	} else if err := netlink.RouteDel(route); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
+		errs = append(errs, fmt.Errorf("transparent proxy: delete local route: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// setTransparent is a Dialer.Control that sets IP_TRANSPARENT (or
+// IPV6_TRANSPARENT) before the socket binds the client's address.
+func setTransparent(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "tcp6" || network == "udp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// localAddrFor returns the address to bind for network when connecting on
+// behalf of client transparently.
+func localAddrFor(network string, client netip.Addr) net.Addr {
+	if network == "udp4" || network == "udp6" {
+		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(client, 0))
+	}
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0))
+}
+
+// netnsHandle pins the network namespace the Backend was created in, when
+// it is not the process's own, so that sockets created later on other
+// goroutines (listeners, connections to endpoints) land in it.
+type netnsHandle struct {
+	f *os.File // nil: the process's namespace
+}
+
+// currentNetns returns the calling thread's namespace, or a nil handle
+// when it is the process's.
+func currentNetns() (*netnsHandle, error) {
+	var self, thread unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return &netnsHandle{}, nil // no procfs: assume the process's namespace
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	path := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+	if err := unix.Stat(path, &thread); err != nil {
+		return nil, fmt.Errorf("netns of the current thread: %w", err)
+	}
+	if self.Ino == thread.Ino && self.Dev == thread.Dev {
+		return &netnsHandle{}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("netns of the current thread: %w", err)
+	}
+	return &netnsHandle{f: f}, nil
+}
+
+// do runs fn with the calling goroutine's thread in the namespace.
+func (h *netnsHandle) do(fn func() error) error {
+	if h == nil || h.f == nil {
+		return fn()
+	}
+	runtime.LockOSThread()
+	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: %w", err)
+	}
+	defer orig.Close()
+	if err := unix.Setns(int(h.f.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: enter: %w", err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime discards it with the
+		// goroutine, so nothing else runs in the wrong namespace.
+		return errors.Join(ferr, fmt.Errorf("netns: leave: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
