@@ -49,7 +49,7 @@ const (
 	crPort     = 8080
 	crVIP      = "10.96.200.1"
 	crGateway  = "169.254.1.1"
-	crRounds   = 3
+	crRounds   = 5
 	crNodeName = "node-0"
 )
 
@@ -123,6 +123,10 @@ func connRateChild(backend, variant string, scales []int, seconds float64) error
 		fmt.Fprintf(os.Stderr, "bench/proxy:   synced in %s\n", time.Since(start).Round(time.Millisecond))
 		var d, v []float64
 		errs := 0
+		// Warm-up (caches, conntrack, the scheduler), not counted.
+		if _, _, err := crRate(netip.AddrPortFrom(netip.MustParseAddr(crServer), crPort), dur/2); err != nil {
+			return err
+		}
 		for range crRounds {
 			for _, target := range []string{crServer, crVIP} {
 				port := crPort
@@ -141,6 +145,7 @@ func connRateChild(backend, variant string, scales []int, seconds float64) error
 				}
 			}
 		}
+		fmt.Fprintf(os.Stderr, "bench/proxy:   rounds: direct %.0f, ClusterIP %.0f conn/s\n", d, v)
 		rows = append(rows, row{services: n, direct: median(d), viaVIP: median(v), errs: errs})
 	}
 
@@ -152,11 +157,32 @@ func connRateChild(backend, variant string, scales []int, seconds float64) error
 		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.3f\t%d\t\n", r.services, r.direct, r.viaVIP, r.viaVIP/r.direct, r.direct/rows[0].direct, r.errs)
 	}
 	tw.Flush()
-	if len(rows) > 1 {
-		last := rows[len(rows)-1]
-		fmt.Fprintf(w, "goal: ClusterIP >= 95%% of direct at %d services: %.2f %s; non-service connections <= 5%% slower than at %d services: %.3f %s\n",
-			last.services, last.viaVIP/last.direct, verdict(last.viaVIP/last.direct >= 0.95),
-			rows[0].services, last.direct/rows[0].direct, verdict(last.direct/rows[0].direct >= 0.95))
+	// Goals: the largest installation against the smallest (the mean of
+	// its rows: the default 10,10000,10 brackets the big one to show
+	// drift).
+	big, small := rows[0], rows[0]
+	for _, r := range rows {
+		if r.services > big.services {
+			big = r
+		}
+		if r.services < small.services {
+			small = r
+		}
+	}
+	if big.services != small.services {
+		var base float64
+		var k int
+		for _, r := range rows {
+			if r.services == small.services {
+				base += r.direct
+				k++
+			}
+		}
+		base /= float64(k)
+		fmt.Fprintf(w, "goal: ClusterIP >= 95%% of direct at %d services: %.2f %s; non-service connections at %d services <= 5%% slower than at %d: %.3f %s\n",
+			big.services, big.viaVIP/big.direct, verdict(big.viaVIP/big.direct >= 0.95),
+			big.services, small.services, big.direct/base, verdict(big.direct/base >= 0.95))
+		fmt.Fprintln(w, "(single client loop on a shared 2-CPU machine: rounds vary by ~10%; see the per-round figures on stderr)")
 	}
 	return nil
 }

@@ -22,7 +22,7 @@
 //
 // -connrate measures the new-connection rate instead (connrate.go):
 //
-//	go run ./bench/proxy -connrate -backend iptables [-connrate-services 10,10000]
+//	go run ./bench/proxy -connrate -backend iptables [-connrate-services 10,10000,10]
 //
 // -backend iptables measures the iptables backend the same way (kernel
 // rows: the iptables variant DetectVariant picks inside the private
@@ -88,7 +88,7 @@ func main() {
 		backendFlag  = flag.String("backend", "nftables", "proxy backend to measure: nftables or iptables")
 		variantFlag  = flag.String("iptables-variant", "", "with -backend iptables: nft or legacy (default: iptables.DetectVariant)")
 		connRate     = flag.Bool("connrate", false, "measure the new-connection rate (direct vs ClusterIP) instead of sync costs; see connrate.go")
-		crServices   = flag.String("connrate-services", "10,10000", "with -connrate: service counts installed, comma-separated")
+		crServices   = flag.String("connrate-services", "10,10000,10", "with -connrate: service counts installed in turn, comma-separated")
 		crSeconds    = flag.Float64("connrate-seconds", 2, "with -connrate: seconds per measurement round")
 	)
 	flag.Parse()

@@ -8,14 +8,12 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	kpconfig "k8s.io/kube-proxy/config/v1alpha1"
 
 	"github.com/svcnet/svcnet/internal/proxy"
-	"github.com/svcnet/svcnet/internal/proxy/conntrack"
-	"github.com/svcnet/svcnet/internal/proxy/nftables"
+	"github.com/svcnet/svcnet/internal/proxy/modes"
 )
 
 // proxyFlags are the flags of `svcnet proxy`. Flags that are set override
@@ -40,7 +38,7 @@ func newProxyCommand() *cobra.Command {
 	f := &proxyFlags{}
 	cmd := &cobra.Command{
 		Use:   "proxy",
-		Short: "Run the node service proxy (kube-proxy role; nftables mode)",
+		Short: "Run the node service proxy (kube-proxy role; nftables, iptables or userspace mode)",
 		Long: `proxy programs this node's dataplane for every Service: ClusterIPs,
 NodePorts, ExternalIPs and LoadBalancer IPs, with the EndpointSlices of the
 API server as backends. It serves /healthz and /livez on :10256 and /metrics
@@ -53,7 +51,7 @@ and /proxyMode on 127.0.0.1:10249, as kube-proxy does.`,
 	host, _ := os.Hostname()
 	fs.StringVar(&f.nodeName, "node-name", host, "name of this node's Node object")
 	fs.StringVar(&f.configFile, "config", "", "KubeProxyConfiguration file (default: ConfigMap kube-system/kube-proxy key config.conf)")
-	fs.StringVar(&f.mode, "mode", "", "proxy mode: nftables (overrides the configuration)")
+	fs.StringVar(&f.mode, "mode", "", "proxy mode: nftables, iptables or userspace (overrides the configuration; without it and --config, the mode follows ConfigMap kube-system/kube-proxy live)")
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", "", "pod CIDR(s), comma-separated (overrides clusterCIDR)")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", "", "service CIDR(s), comma-separated: unallocated addresses in them are dropped")
 	fs.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs of the local addresses NodePorts answer on (default: the node IPs)")
@@ -77,23 +75,12 @@ and /proxyMode on 127.0.0.1:10249, as kube-proxy does.`,
 	return cmd
 }
 
-// cleanupProxy deletes the nftables tables of both families (the only
-// mode so far).
+// cleanupProxy removes the rules of every proxy mode.
 func cleanupProxy(ctx context.Context, cmd *cobra.Command) error {
-	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
-		nft, err := nftables.NewInterface(fam)
-		if err != nil {
-			return err
-		}
-		b, err := nftables.New(nftables.Config{Family: fam}, nft)
-		if err != nil {
-			return err
-		}
-		if err := b.Cleanup(ctx); err != nil {
-			return err
-		}
+	if err := modes.Cleanup(ctx, ""); err != nil {
+		return err
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), "removed the svcnet nftables tables (ip, ip6)")
+	fmt.Fprintf(cmd.OutOrStdout(), "removed the rules of every svcnet proxy mode (%s)\n", strings.Join(modes.Supported(), ", "))
 	return nil
 }
 
@@ -147,10 +134,6 @@ func (f *proxyFlags) run(cmd *cobra.Command) error {
 	if fl.Changed("metrics-bind-address") {
 		cfg.MetricsBindAddress = f.metricsAddr
 	}
-	if cfg.Mode != proxy.ModeNFTables {
-		return fmt.Errorf("proxy mode %q is not supported (supported: nftables)", cfg.Mode)
-	}
-
 	clusterCIDRs, err := proxy.ParsePrefixes(cfg.ClusterCIDR)
 	if err != nil {
 		return fmt.Errorf("clusterCIDR: %w", err)
@@ -172,40 +155,15 @@ func (f *proxyFlags) run(cmd *cobra.Command) error {
 		nodeIPs = append(nodeIPs, a)
 	}
 
-	var backends []proxy.Backend
-	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
-		nft, err := nftables.NewInterface(fam)
-		if err != nil {
-			return err
-		}
-		b, err := nftables.New(nftables.Config{
-			Family:            fam,
-			NodeName:          f.nodeName,
-			NodeIPs:           nodeIPs,
-			ClusterCIDRs:      clusterCIDRs,
-			ServiceCIDRs:      serviceCIDRs,
-			NodePortAddresses: npa,
-			MasqueradeAll:     cfg.NFTables.MasqueradeAll,
-			TCPBeLiberal:      cfg.Conntrack.TCPBeLiberal,
-			Conntrack:         conntrack.Netlink{},
-			Logger:            logger,
-		}, nft)
-		if err != nil {
-			return err
-		}
-		backends = append(backends, b)
-	}
-	p, err := proxy.NewProxier(client, proxy.Combine(proxy.ModeNFTables, backends...), proxy.Options{
-		NodeName:         f.nodeName,
-		SyncPeriod:       cfg.NFTables.SyncPeriod.Duration,
-		BurstInterval:    cfg.NFTables.MinSyncPeriod.Duration,
-		ConfigSyncPeriod: cfg.ConfigSyncPeriod.Duration,
-		HealthzAddr:      cfg.HealthzBindAddress,
-		MetricsAddr:      cfg.MetricsBindAddress,
-		Logger:           logger,
-	})
-	if err != nil {
-		return err
-	}
-	return p.Run(ctx)
+	return modes.Run(ctx, client, cfg, modes.Options{
+		NodeName:          f.nodeName,
+		NodeIPs:           nodeIPs,
+		ClusterCIDRs:      clusterCIDRs,
+		ServiceCIDRs:      serviceCIDRs,
+		NodePortAddresses: npa,
+		MasqueradeAll:     cfg.NFTables.MasqueradeAll || cfg.IPTables.MasqueradeAll,
+		TCPBeLiberal:      cfg.Conntrack.TCPBeLiberal,
+		Algorithm:         cfg.IPVS.Scheduler,
+		Logger:            logger,
+	}, f.configFile == "" && !fl.Changed("mode"), nil)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -99,23 +98,22 @@ around them, on an embedded etcd (default) or an external etcd cluster
 }
 
 func newUpCommand() *cobra.Command {
-	f := &serverFlags{}
+	f := &upFlags{}
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run svcnet all-in-one on this host (currently: the API server only)",
-		Long: `Run svcnet all-in-one on this host: the API server and one node agent.
+		Short: "Run svcnet all-in-one on this host: API server, controllers and a node agent (as root)",
+		Long: `Run svcnet all-in-one on this host, like k3s server: the API server on an
+embedded etcd, the controllers, and one node agent for this host (pods as
+processes, the node proxy, node-local cluster DNS), in one process.
 
-The node agent (pods, proxy, DNS) is not part of svcnet yet; it arrives with
-later issues. Until then "up" runs the API server exactly like "svcnet server"
-and takes the same flags.`,
+kubectl is ready when "svcnet is up" is printed: run "svcnet kubectl ...".
+Ctrl-C stops everything cleanly: the pods are stopped and the proxy rules
+removed (unless --keep-rules). A second "svcnet up" on the same --data-dir
+resumes the same cluster. Needs root.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Geteuid() != 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "svcnet up: warning: not running as root; the node agent will need root")
-			}
-			return f.run(cmd)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd) },
 	}
+	f.server.add(cmd.Flags())
 	f.add(cmd.Flags())
 	return cmd
 }

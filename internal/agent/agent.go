@@ -72,6 +72,11 @@ type Config struct {
 	LeaseDuration   time.Duration // default 40s; renewed every quarter of it
 	StatusFrequency time.Duration // node status heartbeat (default 1m)
 
+	// Proxy, when set, runs the node proxy in the agent; DNS the node-local
+	// cluster DNS.
+	Proxy *ProxyConfig
+	DNS   *DNSConfig
+
 	// CleanupOnExit stops every pod and removes their networking when Run
 	// returns (`svcnet agent --cleanup`); otherwise pods keep running and a
 	// restarted agent adopts them, as with the kubelet.
@@ -237,6 +242,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("node registered", "ip", a.cfg.NodeIP, "kubeletAddr", ks.Addr())
 	heartbeatDone := make(chan struct{})
 	go func() { defer close(heartbeatDone); a.heartbeat(ctx) }()
+	var services sync.WaitGroup
+	sctx, stopServices := context.WithCancel(ctx)
+	defer func() { stopServices(); services.Wait() }()
+	if a.cfg.Proxy != nil {
+		services.Add(1)
+		go func() {
+			defer services.Done()
+			if err := a.runProxy(sctx); err != nil {
+				a.log.Error("node proxy stopped", "err", err)
+			}
+		}()
+	}
+	if a.cfg.DNS != nil {
+		services.Add(1)
+		go func() {
+			defer services.Done()
+			if err := a.runDNS(sctx); err != nil {
+				a.log.Error("node DNS stopped", "err", err)
+			}
+		}()
+	}
 
 	cidr, err := a.waitPodCIDR(ctx, node)
 	if err != nil {

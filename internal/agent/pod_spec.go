@@ -97,7 +97,13 @@ func (a *Agent) containerEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 		}
 		vars[k] = v
 	}
-	set("PATH", defaultPath)
+	// The directory of the svcnet binary is on PATH too, so commands like
+	// `svcnet agnhost connect` work in pods wherever svcnet is installed.
+	pathVar := defaultPath
+	if dir := filepath.Dir(a.cfg.Exe); !slices.Contains(filepath.SplitList(pathVar), dir) {
+		pathVar += ":" + dir
+	}
+	set("PATH", pathVar)
 	set("HOSTNAME", podHostname(pod))
 	set("HOME", "/root")
 	for k, v := range a.serviceEnv(pod) {

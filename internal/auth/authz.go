@@ -99,7 +99,8 @@ func ForbiddenStatus(a Attributes, err error) *apierrors.StatusError {
 //     system:public-info-viewer and system:discovery roles;
 //   - system:nodes may get, list and watch every resource, and may write
 //     only what a node agent writes: Nodes and nodes/status, Leases in
-//     kube-node-lease, pods/status, Events, and pod deletion (the agent
+//     kube-node-lease, pods/status, Events, the kube-system/kube-dns-<node>
+//     EndpointSlices (node-local DNS), and pod deletion (the agent
 //     completes graceful deletion). A "system:node:<name>" user is limited
 //     to its own Node and Lease by name; the shared join user (JoinUser)
 //     may write any Node and node Lease, because one token serves every
@@ -165,6 +166,12 @@ func nonResourceAllowed(u *User, a Attributes) bool {
 // nodeWriteAllowed decides a node's write. A non-empty reason explains a
 // denial that a plain forbidden message would not (a node writing another
 // node's object).
+// NodeDNSSlicePrefix prefixes the name of the EndpointSlice in kube-system
+// through which a node agent publishes its DNS listener for Service kube-dns.
+const NodeDNSSlicePrefix = "kube-dns-"
+
+const metav1NamespaceSystem = "kube-system"
+
 func nodeWriteAllowed(u *User, a Attributes) (reason string, ok bool) {
 	nodeName, perNode := strings.CutPrefix(u.Name, NodeUserPrefix)
 	switch {
@@ -191,6 +198,20 @@ func nodeWriteAllowed(u *User, a Attributes) (reason string, ok bool) {
 
 	case a.APIGroup == "" && a.Resource == "pods" && a.Subresource == "":
 		return "", a.Verb == "delete"
+
+	case a.APIGroup == "discovery.k8s.io" && a.Resource == "endpointslices" && a.Subresource == "":
+		// Each agent publishes its node-local DNS listener as the
+		// EndpointSlice kube-system/kube-dns-<node> of the kube-dns Service.
+		if a.Namespace != metav1NamespaceSystem || !slices.Contains(writeVerbs, a.Verb) {
+			return "", false
+		}
+		if a.Name != "" && !strings.HasPrefix(a.Name, NodeDNSSlicePrefix) {
+			return "nodes may only write the kube-dns-<node> EndpointSlices", false
+		}
+		if perNode && a.Name != "" && a.Name != NodeDNSSlicePrefix+nodeName {
+			return fmt.Sprintf("node %q may only write its own EndpointSlice %s%s", nodeName, NodeDNSSlicePrefix, nodeName), false
+		}
+		return "", true
 
 	case (a.APIGroup == "" || a.APIGroup == "events.k8s.io") && a.Resource == "events" && a.Subresource == "":
 		return "", a.Verb == "create" || a.Verb == "update" || a.Verb == "patch"

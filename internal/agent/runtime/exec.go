@@ -68,7 +68,17 @@ func (r *Runtime) Exec(ctx context.Context, uid, ctrName string, cmd []string, s
 	var ptmx *os.File
 	var stdinW *os.File
 	if tty {
-		f, err := pty.Start(x) // new session with the pty as controlling terminal
+		// A size the client sent already is the initial one.
+		var size *pty.Winsize
+		select {
+		case sz, ok := <-resize:
+			if ok {
+				size = &pty.Winsize{Rows: sz.Height, Cols: sz.Width}
+			}
+		default:
+		}
+		// A new session with the pty as controlling terminal.
+		f, err := pty.StartWithSize(x, size)
 		if err != nil {
 			return fmt.Errorf("runtime: exec: %w", err)
 		}
@@ -80,7 +90,12 @@ func (r *Runtime) Exec(ctx context.Context, uid, ctrName string, cmd []string, s
 			go func() { _, _ = io.Copy(ptmx, stdin) }()
 		}
 		if resize != nil {
+			// Setsize uses the raw descriptor: the goroutine must be gone
+			// before ptmx is closed (deferred above, so run after this).
+			stopResize, resizeDone := make(chan struct{}), make(chan struct{})
+			defer func() { close(stopResize); <-resizeDone }()
 			go func() {
+				defer close(resizeDone)
 				for {
 					select {
 					case sz, ok := <-resize:
@@ -88,7 +103,7 @@ func (r *Runtime) Exec(ctx context.Context, uid, ctrName string, cmd []string, s
 							return
 						}
 						_ = pty.Setsize(ptmx, &pty.Winsize{Rows: sz.Height, Cols: sz.Width})
-					case <-outputDone:
+					case <-stopResize:
 						return
 					}
 				}

@@ -173,6 +173,14 @@ func TestRemovePod(t *testing.T) {
 	if alive(sb.PID) {
 		t.Error("sandbox survived")
 	}
+	// No thread of this process stayed in the pod (the mounts were made
+	// from threads that joined its mount namespace).
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		if ns, _ := os.Readlink("/proc/self/task/" + task.Name() + "/ns/mnt"); ns == mntNS {
+			t.Errorf("thread %s is in the pod's mount namespace", task.Name())
+		}
+	}
 	for _, s := range shims {
 		if s.alive() {
 			t.Errorf("shim %d survived", s.PID)
@@ -238,4 +246,51 @@ func procsIn(ns, comm string) []string {
 func mustAtoi(s string) int {
 	i, _ := strconv.Atoi(s)
 	return i
+}
+
+// TestSandboxDies: the death of a sandbox is an event; EnsureSandbox then
+// starts a new one (new namespaces), and RemovePod still cleans up.
+func TestSandboxDies(t *testing.T) {
+	r, _ := newTestRuntime(t)
+	spec := SandboxSpec{Name: "dies"}
+	sb := newPod(t, r, spec)
+	if err := (procIdentity{PID: sb.PID, StartTime: mustStartTime(t, sb.PID)}).signal(9); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(waitLimit)
+	for e := (Event{Container: "-"}); e != (Event{UID: sb.UID}); {
+		select {
+		case e = <-r.Events():
+		case <-timeout:
+			t.Fatal("no event for the sandbox's death")
+		}
+	}
+	if _, ok := r.Sandbox(sb.UID); ok {
+		t.Error("Sandbox reports a dead sandbox")
+	}
+	if ps := r.Pods(); len(ps) != 1 || ps[0].Sandbox != nil {
+		t.Errorf("Pods: %+v", ps)
+	}
+	if _, err := r.StartContainer(testCtx(t), sb.UID, shSpec("c", "true")); err == nil {
+		t.Error("StartContainer without a sandbox succeeded")
+	}
+	sb2, err := r.EnsureSandbox(testCtx(t), spec.withUID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb2.PID == sb.PID {
+		t.Error("EnsureSandbox returned the dead sandbox")
+	}
+	if st, out := runToExit(t, r, sb.UID, shSpec("c", "hostname")); st.ExitCode != 0 || out != "dies\n" {
+		t.Errorf("container in the new sandbox: %+v %q", st, out)
+	}
+}
+
+func mustStartTime(t *testing.T, pid int) uint64 {
+	t.Helper()
+	st, ok := procStartTime(pid)
+	if !ok {
+		t.Fatalf("process %d is gone", pid)
+	}
+	return st
 }

@@ -17,32 +17,49 @@ import (
 // attributes (setns into a mount namespace requires it) and is never
 // returned to the Go scheduler: it exits with the goroutine, so no other
 // goroutine ever runs in the pod's mount namespace.
+//
+// The main thread is never used: Go does not exit it when a locked
+// goroutine ends (it would stay, wedged, in the pod's namespace, keeping it
+// alive, and /proc/self would show the pod's mounts).
 func inMountNS(pid int, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
+	var run func()
+	run = func() {
 		goruntime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// On the main thread: hold it, so that the next goroutine
+			// cannot get it, and work there.
+			done := make(chan struct{})
+			go func() { defer close(done); run() }()
+			<-done
+			goruntime.UnlockOSThread()
+			return
+		}
 		// No UnlockOSThread: the thread is discarded when the goroutine ends.
-		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open mount namespace of %d: %w", pid, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
-			return
-		}
-		if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
-			errc <- fmt.Errorf("setns into the mount namespace of %d: %w", pid, err)
-			return
-		}
-		if err := unix.Chdir("/"); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
+		errc <- joinMountNS(pid, fn)
+	}
+	go run()
 	return <-errc
+}
+
+// joinMountNS makes the calling (locked) thread join the mount namespace
+// of pid and runs fn there.
+func joinMountNS(pid int, fn func() error) error {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open mount namespace of %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare CLONE_FS: %w", err)
+	}
+	if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("setns into the mount namespace of %d: %w", pid, err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	return fn()
 }
 
 // startError is a container that cannot start: reported as a StartError

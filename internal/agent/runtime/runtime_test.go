@@ -313,7 +313,7 @@ func TestExec(t *testing.T) {
 		var stdout bytes.Buffer
 		resize := make(chan TerminalSize, 1)
 		resize <- TerminalSize{Width: 100, Height: 40}
-		err := r.Exec(testCtx(t), sb.UID, "c", []string{"sh", "-c", "sleep 0.2; tty; stty size"}, nil, &stdout, nil, true, resize)
+		err := r.Exec(testCtx(t), sb.UID, "c", []string{"sh", "-c", "tty; stty size"}, nil, &stdout, nil, true, resize)
 		if err != nil {
 			t.Fatal(err)
 		}

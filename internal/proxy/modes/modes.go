@@ -1,0 +1,289 @@
+// Package modes builds the proxy backend of each proxy mode (nftables,
+// iptables, userspace) from one set of options, removes any mode's rules,
+// and switches a running proxy from one mode to another.
+//
+// The switch (Switcher) happens inside the proxy's sync loop: when the
+// wanted mode differs from the running one, the next sync builds the new
+// backend, programs the whole State into it, and only then removes the old
+// mode's rules. Established connections keep working across the switch:
+// kernel modes' connections are NATed by their conntrack entries, which
+// outlive the rules that created them, and the userspace mode keeps its
+// proxied connections open while it removes its rules. New connections find
+// either the old or the new rules at every moment, so none is refused.
+package modes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/svcnet/svcnet/internal/proxy"
+	"github.com/svcnet/svcnet/internal/proxy/conntrack"
+	"github.com/svcnet/svcnet/internal/proxy/iptables"
+	"github.com/svcnet/svcnet/internal/proxy/nftables"
+	"github.com/svcnet/svcnet/internal/proxy/userspace"
+)
+
+// The proxy modes svcnet implements (KubeProxyConfiguration.mode values).
+const (
+	NFTables  = "nftables"
+	IPTables  = "iptables"
+	Userspace = "userspace"
+)
+
+// Supported lists the modes New accepts.
+func Supported() []string { return []string{NFTables, IPTables, Userspace} }
+
+// Options are the node facts and settings every mode needs.
+type Options struct {
+	NodeName          string
+	NodeIPs           []netip.Addr
+	ClusterCIDRs      []netip.Prefix
+	ServiceCIDRs      []netip.Prefix
+	NodePortAddresses []netip.Prefix
+	MasqueradeAll     bool
+	TCPBeLiberal      bool
+	// Algorithm is the userspace mode's default load-balancing algorithm
+	// ("" = round robin; a Service may override it by annotation).
+	Algorithm string
+	Logger    *slog.Logger
+}
+
+// New returns the backend of mode for both IP families.
+func New(ctx context.Context, mode string, o Options) (proxy.Backend, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	switch mode {
+	case NFTables:
+		var bs []proxy.Backend
+		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			nft, err := nftables.NewInterface(fam)
+			if err != nil {
+				return nil, err
+			}
+			b, err := nftables.New(nftables.Config{
+				Family: fam, NodeName: o.NodeName, NodeIPs: o.NodeIPs,
+				ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: o.NodePortAddresses,
+				MasqueradeAll: o.MasqueradeAll, TCPBeLiberal: o.TCPBeLiberal,
+				Conntrack: conntrack.Netlink{}, Logger: o.Logger,
+			}, nft)
+			if err != nil {
+				return nil, err
+			}
+			bs = append(bs, b)
+		}
+		return proxy.Combine(NFTables, bs...), nil
+	case IPTables:
+		return iptables.NewSystem(ctx, iptables.Config{
+			NodeName: o.NodeName, NodeIPs: o.NodeIPs,
+			ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: o.NodePortAddresses,
+			MasqueradeAll: o.MasqueradeAll, TCPBeLiberal: o.TCPBeLiberal,
+			Conntrack: conntrack.Netlink{}, Logger: o.Logger,
+		})
+	case Userspace:
+		alg, err := userspace.ParseAlgorithm(o.Algorithm)
+		if err != nil {
+			return nil, err
+		}
+		var bs []proxy.Backend
+		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			nft, err := userspace.NewInterface(fam)
+			if err != nil {
+				return nil, err
+			}
+			b, err := userspace.New(userspace.Config{
+				Family: fam, NodeName: o.NodeName, NodeIPs: o.NodeIPs,
+				ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: o.NodePortAddresses,
+				Algorithm: alg, Transparent: true, Logger: o.Logger,
+			}, nft)
+			if err != nil {
+				return nil, err
+			}
+			bs = append(bs, b)
+		}
+		return proxy.Combine(Userspace, bs...), nil
+	}
+	return nil, fmt.Errorf("proxy mode %q is not supported (supported: %v)", mode, Supported())
+}
+
+// Cleanup removes the rules of every mode except keep ("" = all), in both
+// families: `svcnet proxy cleanup`, and the start of a proxy whose node may
+// hold another mode's leftovers.
+func Cleanup(ctx context.Context, keep string) error {
+	var errs []error
+	for _, mode := range Supported() {
+		if mode == keep {
+			continue
+		}
+		if err := cleanupMode(ctx, mode); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", mode, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func cleanupMode(ctx context.Context, mode string) error {
+	switch mode {
+	case IPTables:
+		return iptables.CleanupSystem(ctx)
+	case NFTables:
+		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			nft, err := nftables.NewInterface(fam)
+			if err != nil {
+				return err
+			}
+			b, err := nftables.New(nftables.Config{Family: fam}, nft)
+			if err != nil {
+				return err
+			}
+			if err := b.Cleanup(ctx); err != nil {
+				return err
+			}
+		}
+	case Userspace:
+		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			nft, err := userspace.NewInterface(fam)
+			if err != nil {
+				return err
+			}
+			b, err := userspace.New(userspace.Config{Family: fam, Transparent: true}, nft)
+			if err != nil {
+				return err
+			}
+			if err := b.Cleanup(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Switcher is a proxy.Backend that runs one mode's backend and can switch
+// to another mode live (see the package documentation).
+type Switcher struct {
+	opts Options
+	log  *slog.Logger
+
+	mu   sync.Mutex // guards want
+	want string
+
+	// Owned by the sync goroutine.
+	mode    string
+	current proxy.Backend
+	// retired are backends whose Cleanup must still run (it failed once).
+	retired []proxy.Backend
+}
+
+var _ proxy.Backend = (*Switcher)(nil)
+
+// NewSwitcher starts in mode (validated now; built at the first Sync).
+func NewSwitcher(mode string, o Options) (*Switcher, error) {
+	if !slices.Contains(Supported(), mode) {
+		return nil, fmt.Errorf("proxy mode %q is not supported (supported: %v)", mode, Supported())
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Switcher{opts: o, log: o.Logger, want: mode}, nil
+}
+
+// SetMode asks for mode from the next sync on; the caller triggers a sync.
+// It reports whether the wanted mode changed.
+func (s *Switcher) SetMode(mode string) (bool, error) {
+	if !slices.Contains(Supported(), mode) {
+		return false, fmt.Errorf("proxy mode %q is not supported (supported: %v)", mode, Supported())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.want != mode
+	s.want = mode
+	return changed, nil
+}
+
+// Name is the running mode ("" before the first sync) — what /proxyMode
+// reports.
+func (s *Switcher) Name() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mode == "" {
+		return s.want
+	}
+	return s.mode
+}
+
+// Sync programs st into the wanted mode, switching first if needed.
+func (s *Switcher) Sync(ctx context.Context, st *proxy.State) error {
+	s.mu.Lock()
+	want := s.want
+	s.mu.Unlock()
+	if want != s.mode || s.current == nil {
+		nb, err := New(ctx, want, s.opts)
+		if err != nil {
+			return fmt.Errorf("switch to proxy mode %s: %w", want, err)
+		}
+		full := *st
+		full.Full = true
+		if err := nb.Sync(ctx, &full); err != nil {
+			_ = nb.Cleanup(ctx)
+			return fmt.Errorf("switch to proxy mode %s: first sync: %w", want, err)
+		}
+		old, oldMode := s.current, s.mode
+		s.mu.Lock()
+		s.current, s.mode = nb, want
+		s.mu.Unlock()
+		if old != nil {
+			s.log.Info("proxy mode switched", "from", oldMode, "to", want)
+			s.retired = append(s.retired, old)
+		} else {
+			// First start: a previous run may have left another mode.
+			if err := Cleanup(ctx, want); err != nil {
+				s.log.Warn("removing other proxy modes' rules", "err", err)
+			}
+		}
+		s.cleanupRetired(ctx)
+		return nil
+	}
+	s.cleanupRetired(ctx)
+	return s.current.Sync(ctx, st)
+}
+
+func (s *Switcher) cleanupRetired(ctx context.Context) {
+	kept := s.retired[:0]
+	for _, b := range s.retired {
+		if err := b.Cleanup(ctx); err != nil {
+			s.log.Warn("cleaning up the previous proxy mode; will retry", "mode", b.Name(), "err", err)
+			kept = append(kept, b)
+		}
+	}
+	s.retired = kept
+}
+
+// Cleanup removes the running mode's rules (and any retired ones').
+func (s *Switcher) Cleanup(ctx context.Context) error {
+	var errs []error
+	for _, b := range s.retired {
+		errs = append(errs, b.Cleanup(ctx))
+	}
+	s.retired = nil
+	if s.current != nil {
+		errs = append(errs, s.current.Cleanup(ctx))
+	} else {
+		errs = append(errs, cleanupMode(ctx, s.want))
+	}
+	return errors.Join(errs...)
+}
+
+// LastSyncStats forwards to the running backend when it reports them.
+func (s *Switcher) LastSyncStats() (bool, int) {
+	if st, ok := s.current.(proxy.SyncStats); ok {
+		return st.LastSyncStats()
+	}
+	return false, 0
+}
