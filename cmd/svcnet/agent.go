@@ -29,6 +29,12 @@ type agentFlags struct {
 	clusterDomain         string
 	cleanup               bool
 	logLevel              string
+	proxyMode             string
+	noProxy, noDNS        bool
+	keepRules             bool
+	clusterCIDR           string
+	serviceCIDR           string
+	dnsUpstreams          []string
 }
 
 func (f *agentFlags) add(fs *pflag.FlagSet) {
@@ -45,6 +51,13 @@ func (f *agentFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.clusterDomain, "cluster-domain", agent.DefaultClusterDomain, "cluster DNS domain")
 	fs.BoolVar(&f.cleanup, "cleanup", false, "on exit stop every pod of this node and remove their network (default: leave them running for the next agent to adopt)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.proxyMode, "proxy-mode", "", "proxy mode: nftables, iptables or userspace (default: ConfigMap kube-system/kube-proxy, followed live)")
+	fs.BoolVar(&f.noProxy, "disable-proxy", false, "do not run the node proxy (kube-proxy role)")
+	fs.BoolVar(&f.noDNS, "disable-dns", false, "do not run the node-local cluster DNS")
+	fs.BoolVar(&f.keepRules, "keep-rules", false, "with --cleanup, leave the proxy rules in place")
+	fs.StringVar(&f.clusterCIDR, "cluster-cidr", agent.DefaultClusterCIDR.String(), "pod CIDR of the cluster (the proxy masquerades traffic from outside it)")
+	fs.StringVar(&f.serviceCIDR, "service-cidr", agent.DefaultServiceCIDR.String(), "service CIDR (unallocated addresses in it are dropped)")
+	fs.StringSliceVar(&f.dnsUpstreams, "dns-upstream", nil, "upstream resolvers ip[:port] of the node DNS (default: the nameservers of /etc/resolv.conf)")
 }
 
 func newAgentCommand() *cobra.Command {
@@ -52,11 +65,15 @@ func newAgentCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register this Node and run its pods as processes",
-		Long: `agent is svcnet's node agent (the kubelet role, for process pods). It registers
+		Long: `agent is svcnet's node agent (the kubelet role, for process pods, plus the
+node proxy and node-local cluster DNS). It registers
 this host as a Node, renews its Lease, and runs the pods bound to it: each pod
 gets its own network, UTS and mount namespaces, a veth to the node with an IP
 from the node's podCIDR, and its containers' command + args run as processes
 inside them. kubectl logs and exec reach the pods through the API server.
+The node proxy programs Services (mode from --proxy-mode, else ConfigMap
+kube-system/kube-proxy, switched live when it changes); the DNS answers on
+<node-ip>:53 and is published as this node's endpoint of Service kube-dns.
 
 Connect with --server and --token (the server's <data-dir>/node-token), or
 with --kubeconfig for any Kubernetes API server. Needs root.`,
@@ -98,11 +115,27 @@ func (f *agentFlags) run() error {
 	if root == "" {
 		root = filepath.Join(defaultDataDir(), "agent", f.nodeName)
 	}
-	a, err := agent.New(agent.Config{
+	ac := agent.Config{
 		Rest: rc, NodeName: f.nodeName, NodeIP: ip, RootDir: root,
 		ClusterDNS: dnsIPs, ClusterDomain: f.clusterDomain,
 		KubeletPort: f.kubeletPort, CleanupOnExit: f.cleanup, Log: logger,
-	})
+	}
+	if !f.noProxy {
+		cc, err := netip.ParsePrefix(f.clusterCIDR)
+		if err != nil {
+			return fmt.Errorf("--cluster-cidr: %w", err)
+		}
+		sc, err := netip.ParsePrefix(f.serviceCIDR)
+		if err != nil {
+			return fmt.Errorf("--service-cidr: %w", err)
+		}
+		ac.Proxy = &agent.ProxyConfig{Mode: f.proxyMode, KeepRules: f.keepRules,
+			ClusterCIDRs: []netip.Prefix{cc}, ServiceCIDRs: []netip.Prefix{sc}}
+	}
+	if !f.noDNS {
+		ac.DNS = &agent.DNSConfig{Upstreams: f.dnsUpstreams}
+	}
+	a, err := agent.New(ac)
 	if err != nil {
 		return err
 	}

@@ -197,6 +197,11 @@ type Lab struct {
 	mu    sync.Mutex // guards the fields below
 	names map[string]bool
 	procs []*exec.Cmd
+	// rootLinks are the interfaces the Lab created in the sandbox's own
+	// namespace; cleanup deletes them synchronously (a namespace is torn
+	// down asynchronously, and its veth peers with it, so the next test
+	// could find the old names still taken).
+	rootLinks []string
 }
 
 // PodGateway is the link-local address every pod routes through: each
@@ -259,6 +264,13 @@ func (l *Lab) Link(a *NetNS, aIf string, aIP netip.Addr, b *NetNS, bIf string, b
 		args = append(args, "netns", b.Name)
 	}
 	l.must(runCmd("ip", args...))
+	l.mu.Lock()
+	if a.IsRoot() {
+		l.rootLinks = append(l.rootLinks, aIf)
+	} else if b.IsRoot() {
+		l.rootLinks = append(l.rootLinks, bIf)
+	}
+	l.mu.Unlock()
 	for _, end := range []struct {
 		ns       *NetNS
 		dev      string
@@ -294,6 +306,10 @@ func (l *Lab) AddPod(node *NetNS, name string, ip netip.Addr) *NetNS {
 	l.must(runCmd("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", name))
 	if !node.IsRoot() {
 		l.must(runCmd("ip", "link", "set", hostIf, "netns", node.Name))
+	} else {
+		l.mu.Lock()
+		l.rootLinks = append(l.rootLinks, hostIf)
+		l.mu.Unlock()
 	}
 	l.must(pod.Run("ip", "addr", "add", ip.String()+"/32", "dev", "eth0"))
 	l.must(pod.Run("ip", "link", "set", "eth0", "up"))
@@ -316,9 +332,13 @@ func (l *Lab) track(cmd *exec.Cmd) {
 // veths) the Lab created.
 func (l *Lab) cleanup() {
 	l.mu.Lock()
-	procs, names := l.procs, l.names
-	l.procs, l.names = nil, map[string]bool{}
+	procs, names, links := l.procs, l.names, l.rootLinks
+	l.procs, l.names, l.rootLinks = nil, map[string]bool{}, nil
 	l.mu.Unlock()
+	for _, link := range links {
+		// Gone already if its peer's namespace went first: ignore errors.
+		_ = exec.Command("ip", "link", "del", link).Run()
+	}
 	for _, p := range procs {
 		if p.Process != nil {
 			_ = p.Process.Kill()
