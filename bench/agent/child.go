@@ -62,6 +62,7 @@ func child(work string, o options) (err error) {
 		if err != nil || o.keepLogs {
 			fmt.Printf("\n--- server log (tail) ---\n%s\n", srv.out.tail(60))
 		}
+		saveLog(o.logDir, "server.log", srv.out)
 	}()
 	if err := srv.waitLine("svcnet API server is ready at", 2*time.Minute); err != nil {
 		return err
@@ -73,6 +74,7 @@ func child(work string, o options) (err error) {
 		"--node-name", nodeName,
 		"--node-ip", nodeIP,
 		"--root-dir", rootDir,
+		"--log-level", o.logLevel,
 	}
 	agentStart := time.Now()
 	agt, err := startProc("agent", bin, aargs...)
@@ -99,6 +101,7 @@ func child(work string, o options) (err error) {
 		if err != nil || o.keepLogs {
 			fmt.Printf("\n--- agent log (tail) ---\n%s\n", agt.out.tail(80))
 		}
+		saveLog(o.logDir, "agent.log", agt.out)
 	}()
 
 	c, err := clientset(filepath.Join(dataDir, "admin.kubeconfig"))
@@ -131,6 +134,7 @@ func child(work string, o options) (err error) {
 		return err
 	}
 	agentSteps(agt.out, r.run.pods)
+	containerLogSteps(rootDir, r.run.pods)
 	r.throttled, r.longestThrottle = throttled(agt.out)
 
 	// 4. Memory with every pod running.
@@ -142,6 +146,7 @@ func child(work string, o options) (err error) {
 		return err
 	}
 	r.restarts = restartCount(ctx, c)
+	r.events = eventReasons(ctx, c)
 
 	// 5. Delete, stop, clean up.
 	r.del, err = deletePods(ctx, c, o)
@@ -261,5 +266,23 @@ func waitNodeClean(bin, rootDir string, since time.Time, timeout time.Duration, 
 			return time.Since(since), fmt.Errorf("after %v: %d pod process kinds, %d pod dirs left", timeout, len(procs), len(entries))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// saveLog writes a process's whole output to dir/name (nothing when dir is
+// empty).
+func saveLog(dir, name string, b *logBuffer) {
+	if dir == "" {
+		return
+	}
+	b.mu.Lock()
+	data := append([]byte(nil), b.buf.Bytes()...)
+	b.mu.Unlock()
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), data, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/agent: saving", name+":", err)
 	}
 }

@@ -64,6 +64,8 @@ type options struct {
 	noFsync  bool
 	keepLogs bool
 	settle   time.Duration
+	logDir   string
+	logLevel string
 }
 
 func main() {
@@ -74,6 +76,8 @@ func main() {
 	flag.BoolVar(&o.noFsync, "no-fsync", false, "run the embedded etcd without fsync (the default keeps it, as a real server)")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "print the server and agent logs' tails at the end")
 	flag.DurationVar(&o.settle, "settle", 3*time.Second, "pause before each memory reading")
+	flag.StringVar(&o.logDir, "log-dir", "", "write the server's and agent's full logs into this directory")
+	flag.StringVar(&o.logLevel, "agent-log-level", "info", "the agent's --log-level")
 	flag.Parse()
 	if o.pods < 1 || o.workers < 1 {
 		fmt.Fprintln(os.Stderr, "bench/agent: -pods and -workers must be ≥ 1")

@@ -31,6 +31,14 @@ type podTimes struct {
 
 	// From the agent's log.
 	sandboxStarted, containerStarted time.Time
+	// The Ready condition's lastTransitionTime as the agent wrote it
+	// (second precision): when the agent decided the pod was Ready.
+	readyTransition time.Time
+
+	// From the container's own log (CRI timestamps): netexec's "started"
+	// line and the first /readyz request it served.
+	uid                       string
+	serving, firstProbeServed time.Time
 }
 
 // observer follows the bench's pods with one watch, opened before the first
@@ -114,6 +122,7 @@ func (o *observer) event(ev watch.Event, now time.Time) {
 		return
 	}
 	t := o.times(pod.Name)
+	t.uid = string(pod.UID)
 	if ev.Type == watch.Deleted {
 		if t.deleted.IsZero() {
 			t.deleted = now
@@ -135,6 +144,11 @@ func (o *observer) event(ev watch.Event, now time.Time) {
 	}
 	if t.ready.IsZero() && podReady(pod) {
 		t.ready = now
+		for _, c := range pod.Status.Conditions {
+			if c.Type == v1.PodReady {
+				t.readyTransition = c.LastTransitionTime.Time
+			}
+		}
 		o.ready++
 		if o.ready == o.want {
 			close(o.allReady)
@@ -348,4 +362,18 @@ func deletePods(ctx context.Context, c kubernetes.Interface, o options) (delResu
 		}
 	}
 	return res, nil
+}
+
+// eventReasons counts the Events in the pods' namespace by reason (the
+// agent posts them with the same client, and rate limit, as pod status).
+func eventReasons(ctx context.Context, c kubernetes.Interface) map[string]int {
+	list, err := c.CoreV1().Events(podNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, e := range list.Items {
+		out[e.Reason] += max(1, int(e.Count))
+	}
+	return out
 }

@@ -437,3 +437,35 @@ func warnings(b *logBuffer) map[string]int {
 	}
 	return out
 }
+
+// containerLogSteps reads each pod's container log (attempt 0, CRI format
+// "<RFC3339Nano> stdout F <line>") for netexec's "started" line and the
+// first /readyz request.
+func containerLogSteps(rootDir string, pods map[string]podTimes) {
+	for name, pt := range pods {
+		if pt.uid == "" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(rootDir, "pods", pt.uid, "containers", "netexec", "0.log"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			ts, rest, ok := strings.Cut(l, " ")
+			if !ok {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				continue
+			}
+			if pt.serving.IsZero() && strings.Contains(rest, `msg=started`) {
+				pt.serving = t
+			}
+			if pt.firstProbeServed.IsZero() && strings.Contains(rest, "uri=/readyz") {
+				pt.firstProbeServed = t
+			}
+		}
+		pods[name] = pt
+	}
+}

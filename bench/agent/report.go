@@ -37,6 +37,7 @@ type report struct {
 	nodeClean       time.Duration // first delete sent → no pod process, dir or veth
 	nodeCleanErr    error
 	warnings        map[string]int // agent WARN/ERROR lines by message
+	events          map[string]int // Events in the pods' namespace by reason, once all were Ready
 }
 
 func (r *report) header() {
@@ -91,6 +92,13 @@ func (r *report) print() {
 	ready := func(t podTimes) time.Time { return t.ready }
 	sandboxStarted := func(t podTimes) time.Time { return t.sandboxStarted }
 	containerStarted := func(t podTimes) time.Time { return t.containerStarted }
+	readyTransition := func(t podTimes) time.Time { return t.readyTransition }
+	serving := func(t podTimes) time.Time { return t.serving }
+	firstProbe := func(t podTimes) time.Time { return t.firstProbeServed }
+	// trunc compares a time with a second-precision one.
+	trunc := func(f func(podTimes) time.Time) func(podTimes) time.Time {
+		return func(t podTimes) time.Time { return f(t).Truncate(time.Second) }
+	}
 
 	fmt.Println()
 	fmt.Printf("1. Pod startup: %d pods created concurrently; latency from the create call returning to the first watch event showing the step\n", n)
@@ -122,6 +130,11 @@ func (r *report) print() {
 	row("    container started → Running seen", span(pods, containerStarted, running), 0, false)
 	row("  Running → Ready", span(pods, running, ready), 0, false)
 	row("  container started → Ready seen", span(pods, containerStarted, ready), 0, false)
+	row("    container started → Ready decided (lastTransitionTime, 1 s res.)", span(pods, trunc(containerStarted), readyTransition), 0, false)
+	row("    container started → netexec serving (its log)", span(pods, containerStarted, serving), 0, false)
+	row("    netexec serving → first /readyz probe served (its log)", span(pods, serving, firstProbe), 0, false)
+	row("    first /readyz served → Ready decided (lastTransitionTime)", span(pods, trunc(firstProbe), readyTransition), 0, false)
+	row("    Ready decided (lastTransitionTime) → Ready seen", span(pods, readyTransition, ready), 0, false)
 	tw.Flush()
 	fmt.Println("   goal: none in the issue; reference: upstream kubelet SLO, pod startup p99 ≤ 5 s (create → Running, stateless pods, no image pulls).")
 	fmt.Println("   'Running → Ready' is bounded below by the readiness probe (periodSeconds 1, first probe after the container starts).")
@@ -132,6 +145,13 @@ func (r *report) print() {
 		ms(r.agentReady), r.restarts, r.run.watchErrs)
 	fmt.Printf("   agent API requests delayed by client-go's client-side rate limiter (logged when > 1 s) until all Ready: %d, longest %s\n",
 		r.throttled, ms(r.longestThrottle))
+	if len(r.events) > 0 {
+		fmt.Print("   Events posted by then (same client and rate limit as the status writes):")
+		for _, k := range slices.Sorted(maps.Keys(r.events)) {
+			fmt.Printf(" %s %d", k, r.events[k])
+		}
+		fmt.Println()
+	}
 
 	fmt.Println()
 	fmt.Println("2. Memory: VmRSS, RssAnon (heap + stacks, private to each process) and PSS (shared pages split among the")

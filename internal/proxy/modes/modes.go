@@ -157,7 +157,9 @@ func cleanupMode(ctx context.Context, mode string) error {
 			if err != nil {
 				return err
 			}
-			if err := b.Cleanup(ctx); err != nil {
+			// Close, not Cleanup: this throw-away backend proxied
+			// nothing, and Close also releases its namespace handle.
+			if err := b.Close(ctx); err != nil {
 				return err
 			}
 		}
@@ -167,16 +169,24 @@ func cleanupMode(ctx context.Context, mode string) error {
 
 // Switcher is a proxy.Backend that runs one mode's backend and can switch
 // to another mode live (see the package documentation).
+//
+// It builds each mode's backend once and keeps it: switching back to a
+// mode takes its old backend back with a full sync. That matters for the
+// userspace mode, whose retired backend keeps a draining remnant of its
+// table (and its policy route) while connections it proxied are open, and
+// removes them when the last one ends unless a Sync took it back first: a
+// second, new userspace backend would have its table deleted under it.
 type Switcher struct {
 	opts Options
 	log  *slog.Logger
 
-	mu   sync.Mutex // guards want
+	mu   sync.Mutex // guards want and mode
 	want string
+	mode string
 
 	// Owned by the sync goroutine.
-	mode    string
 	current proxy.Backend
+	built   map[string]proxy.Backend
 	// retired are backends whose Cleanup must still run (it failed once).
 	retired []proxy.Backend
 }
@@ -191,7 +201,7 @@ func NewSwitcher(mode string, o Options) (*Switcher, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Switcher{opts: o, log: o.Logger, want: mode}, nil
+	return &Switcher{opts: o, log: o.Logger, want: mode, built: map[string]proxy.Backend{}}, nil
 }
 
 // SetMode asks for mode from the next sync on; the caller triggers a sync.
@@ -207,8 +217,15 @@ func (s *Switcher) SetMode(mode string) (bool, error) {
 	return changed, nil
 }
 
-// Name is the running mode ("" before the first sync) — what /proxyMode
-// reports.
+// Wanted is the mode asked for (by NewSwitcher or the last SetMode).
+func (s *Switcher) Wanted() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.want
+}
+
+// Name is the running mode (the wanted one before the first sync) — what
+// /proxyMode reports.
 func (s *Switcher) Name() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,40 +235,62 @@ func (s *Switcher) Name() string {
 	return s.mode
 }
 
-// Sync programs st into the wanted mode, switching first if needed.
+// Sync programs st into the wanted mode, switching first if needed. When
+// the switch fails (the new mode cannot be built or programmed), the
+// running mode keeps being synced and the error is returned, so the caller
+// retries the switch.
 func (s *Switcher) Sync(ctx context.Context, st *proxy.State) error {
 	s.mu.Lock()
 	want := s.want
 	s.mu.Unlock()
-	if want != s.mode || s.current == nil {
-		nb, err := New(ctx, want, s.opts)
-		if err != nil {
+	if want == s.mode && s.current != nil {
+		s.cleanupRetired(ctx)
+		return s.current.Sync(ctx, st)
+	}
+	err := s.switchTo(ctx, want, st)
+	if err == nil || s.current == nil {
+		return err
+	}
+	s.log.Error("proxy mode switch failed; the running mode stays", "from", s.mode, "to", want, "err", err)
+	return errors.Join(err, s.current.Sync(ctx, st))
+}
+
+// switchTo makes want the running mode: it programs all of st into want's
+// backend, and only then removes the running mode's rules.
+func (s *Switcher) switchTo(ctx context.Context, want string, st *proxy.State) error {
+	nb, reused := s.built[want]
+	if !reused {
+		var err error
+		if nb, err = New(ctx, want, s.opts); err != nil {
 			return fmt.Errorf("switch to proxy mode %s: %w", want, err)
 		}
-		full := *st
-		full.Full = true
-		if err := nb.Sync(ctx, &full); err != nil {
-			_ = nb.Cleanup(ctx)
-			return fmt.Errorf("switch to proxy mode %s: first sync: %w", want, err)
+	}
+	// Taken back: its leftovers are rewritten by the full sync below, and
+	// must not be cleaned up after it.
+	s.retired = slices.DeleteFunc(s.retired, func(b proxy.Backend) bool { return b == nb })
+	full := *st
+	full.Full = true
+	if err := nb.Sync(ctx, &full); err != nil {
+		if cerr := nb.Cleanup(ctx); cerr != nil {
+			s.log.Warn("removing the rules of the failed proxy mode", "mode", want, "err", cerr)
 		}
-		old, oldMode := s.current, s.mode
-		s.mu.Lock()
-		s.current, s.mode = nb, want
-		s.mu.Unlock()
-		if old != nil {
-			s.log.Info("proxy mode switched", "from", oldMode, "to", want)
-			s.retired = append(s.retired, old)
-		} else {
-			// First start: a previous run may have left another mode.
-			if err := Cleanup(ctx, want); err != nil {
-				s.log.Warn("removing other proxy modes' rules", "err", err)
-			}
-		}
-		s.cleanupRetired(ctx)
-		return nil
+		s.built[want] = nb
+		return fmt.Errorf("switch to proxy mode %s: first sync: %w", want, err)
+	}
+	s.built[want] = nb
+	old, oldMode := s.current, s.mode
+	s.mu.Lock()
+	s.current, s.mode = nb, want
+	s.mu.Unlock()
+	if old != nil {
+		s.log.Info("proxy mode switched", "from", oldMode, "to", want)
+		s.retired = append(s.retired, old)
+	} else if err := Cleanup(ctx, want); err != nil {
+		// First start: a previous run may have left another mode.
+		s.log.Warn("removing other proxy modes' rules", "err", err)
 	}
 	s.cleanupRetired(ctx)
-	return s.current.Sync(ctx, st)
+	return nil
 }
 
 func (s *Switcher) cleanupRetired(ctx context.Context) {
@@ -275,7 +314,7 @@ func (s *Switcher) Cleanup(ctx context.Context) error {
 	if s.current != nil {
 		errs = append(errs, s.current.Cleanup(ctx))
 	} else {
-		errs = append(errs, cleanupMode(ctx, s.want))
+		errs = append(errs, cleanupMode(ctx, s.Wanted()))
 	}
 	return errors.Join(errs...)
 }
