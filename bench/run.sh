@@ -9,12 +9,13 @@
 # Areas:
 #   apiserver    creates/s vs raw etcd puts, LIST 10k, watch latency, RSS (issue 2)
 #   controllers  pod Ready → EndpointSlice latency, cold-start convergence (issue 3)
-#   proxy        nftables cold sync, one-service change, rules, RSS (issue 5; root for the kernel rows)
+#   proxy        per mode (nftables, iptables, userspace): cold sync 1k/10k, one-service change, RSS, conn rate and throughput via ClusterIP vs direct, non-service conn rate at 10 vs 10k Services (issues 5, 7; root, inside unshare --net)
 #   dns          QPS and latency with dnsperf at 10k Services, RSS (issue 6)
+#   agent        100 pods on one node: create → Running+Ready p50/p99, agent + pod RSS (issue 4; root, inside unshare --net)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-areas=${BENCH:-apiserver,controllers,proxy,dns}
+areas=${BENCH:-apiserver,controllers,proxy,dns,agent}
 failed=()
 run() {
 	local name=$1
@@ -33,6 +34,9 @@ run controllers go run ./bench/controllers
 # never touched.
 run proxy go run ./bench/proxy
 run dns bash bench/dns/run.sh
+# Re-executes itself under `unshare --net --mount`: pods, veths and routes
+# live in a private network namespace.
+run agent go run ./bench/agent
 
 if ((${#failed[@]} > 0)); then
 	echo "bench: could not run: ${failed[*]}" >&2

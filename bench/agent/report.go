@@ -113,7 +113,7 @@ func (r *report) print() {
 			rate = strconv.FormatFloat(float64(len(d))/wall.Seconds(), 'f', 1, 64)
 		}
 		if goal > 0 {
-			g = "p99 ≤ " + ms(goal)
+			g = "p99 ≤ " + strconv.FormatFloat(goal.Seconds(), 'g', -1, 64) + " s"
 			ratio = strconv.FormatFloat(float64(percentile(d, .99))/float64(goal), 'f', 2, 64)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, len(d),

@@ -1,13 +1,14 @@
 package main
 
-// Connection-rate mode (-connrate): issue 7 acceptance 5's "new-connection
-// rate through a ClusterIP vs direct, and to a non-service address with 10
-// and 10k services installed", for the nftables or iptables backend.
+// Connection-rate mode (-what connrate): issue 7 acceptance 5's
+// "new-connection rate and throughput through a ClusterIP vs direct, and
+// the new-connection rate to a non-service address with 10 and 10k
+// services installed", for the nftables, iptables or userspace backend.
 //
 // Inside a private network namespace (unshare --net --mount) the root
 // namespace is the node, with two pod namespaces routed through it:
 //
-//	cli (10.244.1.100) ── node (forwarding; the backend's rules) ── srv (10.244.2.2:8080)
+//	cli (10.244.1.100) ── node (forwarding; the backend's rules) ── srv (10.244.2.2:8080, :8081)
 //
 // A client goroutine locked into cli opens TCP connections one after the
 // other (connect, then close with RST so neither side keeps TIME_WAIT) to
@@ -15,10 +16,16 @@ package main
 // installed services — and to a ClusterIP whose one endpoint is srv. With
 // the services installed, the rate is measured for -connrate-seconds per
 // round, rounds alternating between the two targets; the median is
-// reported.
+// reported. With the first installation, one bulk TCP stream (256 KiB
+// writes; the server discards) runs for the same time per round, to
+// srv:8081 directly and through the ClusterIP's port 81 (crTputRounds
+// each, alternating; the median is reported). The client, the server and
+// the node share the machine's CPUs, so throughput is CPU-bound: for the
+// userspace mode the agent's splicing competes with both ends.
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,7 +37,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -41,53 +47,93 @@ import (
 	"github.com/svcnet/svcnet/internal/proxy"
 	"github.com/svcnet/svcnet/internal/proxy/iptables"
 	"github.com/svcnet/svcnet/internal/proxy/nftables"
+	"github.com/svcnet/svcnet/internal/proxy/userspace"
 )
 
 const (
 	crClient   = "10.244.1.100"
 	crServer   = "10.244.2.2"
 	crPort     = 8080
+	crBulkPort = 8081
 	crVIP      = "10.96.200.1"
 	crGateway  = "169.254.1.1"
 	crRounds   = 5
-	crNodeName = "node-0"
+	// crTputRounds bulk-stream rounds per target.
+	crTputRounds = 3
+	crNodeName   = "node-0"
 )
 
-// runConnRateParent re-executes the binary under unshare and relays its
-// output.
-func runConnRateParent(backend, variant, scales string, seconds float64) int {
+// crRow is the connection rate with one installation of services.
+type crRow struct {
+	Services int     `json:"services"`
+	Direct   float64 `json:"direct"` // conn/s to the server itself (a non-service address)
+	ViaVIP   float64 `json:"via_vip"`
+	Errs     int     `json:"errs"`
+	// PairRatio is the median over rounds of ClusterIP/direct, each
+	// ClusterIP round against the direct round just before it: the two
+	// share the machine's load of the moment, so the ratio is steadier
+	// than the ratio of the medians.
+	PairRatio float64 `json:"pair_ratio"`
+	// Rounds are the per-round rates, direct and ClusterIP.
+	DirectRounds []float64 `json:"direct_rounds"`
+	VIPRounds    []float64 `json:"vip_rounds"`
+}
+
+// connRateResult is what the connrate child reports (JSON on stdout).
+type connRateResult struct {
+	Backend string  `json:"backend"` // with the iptables variant
+	Seconds float64 `json:"seconds"` // per round
+	Rounds  int     `json:"rounds"`
+	Rows    []crRow `json:"rows"`
+	// Throughput of one bulk TCP stream, bytes/s (median of the rounds),
+	// with the first row's services installed.
+	TputServices int     `json:"tput_services"`
+	TputDirect   float64 `json:"tput_direct"`
+	TputVIP      float64 `json:"tput_vip"`
+	TputRatio    float64 `json:"tput_ratio"` // median of the per-round ratios (see crRow.PairRatio)
+	// LoadAvg is /proc/loadavg's 1-minute figure before and after: other
+	// work on the machine skews every figure.
+	LoadBefore, LoadAfter float64
+}
+
+// runConnRateParent re-executes the binary under unshare and decodes the
+// child's result. A nil result with a nil error means skipped (not root).
+func runConnRateParent(backend, variant, scales string, seconds float64) (*connRateResult, error) {
 	if os.Geteuid() != 0 {
-		fmt.Println("connection-rate bench: skipped (needs root: it builds network namespaces inside unshare --net)")
-		return 0
+		fmt.Fprintln(os.Stderr, "connection-rate bench: skipped (needs root: it builds network namespaces inside unshare --net)")
+		return nil, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", self,
 		"-child", "connrate", "-backend", backend, "-iptables-variant", variant,
 		"-connrate-services", scales, "-connrate-seconds", fmt.Sprint(seconds))
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "connection-rate bench:", err)
-		return 1
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, err
 	}
-	return 0
+	var r connRateResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("child output: %w", err)
+	}
+	return &r, nil
 }
 
 // connRateChild runs the measurement (inside the private namespace).
-func connRateChild(backend, variant string, scales []int, seconds float64) error {
+func connRateChild(backend, variant string, scales []int, seconds float64) (*connRateResult, error) {
 	if os.Getenv(netnsEnv) == "" {
-		return fmt.Errorf("must run inside unshare --net")
+		return nil, fmt.Errorf("must run inside unshare --net")
 	}
 	if err := crLab(); err != nil {
-		return fmt.Errorf("lab: %w", err)
+		return nil, fmt.Errorf("lab: %w", err)
 	}
-	ln, err := crListen()
+	ln, err := crListen(crPort)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer ln.Close()
 	go func() {
@@ -99,46 +145,59 @@ func connRateChild(backend, variant string, scales []int, seconds float64) error
 			c.Close()
 		}
 	}()
+	bulk, err := crListen(crBulkPort)
+	if err != nil {
+		return nil, err
+	}
+	defer bulk.Close()
+	go func() {
+		for {
+			c, err := bulk.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
 
 	ctx := context.Background()
 	b, name, err := crBackend(ctx, backend, variant)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer b.Cleanup(ctx)
 
-	type row struct {
-		services       int
-		direct, viaVIP float64
-		errs           int
-	}
-	var rows []row
+	res := &connRateResult{Backend: name, Seconds: seconds, Rounds: crRounds, LoadBefore: loadAvg()}
+	defer func() { res.LoadAfter = loadAvg() }()
 	dur := time.Duration(seconds * float64(time.Second))
-	for _, n := range scales {
+	direct := netip.AddrPortFrom(netip.MustParseAddr(crServer), crPort)
+	viaVIP := netip.AddrPortFrom(netip.MustParseAddr(crVIP), 80)
+	for i, n := range scales {
 		fmt.Fprintf(os.Stderr, "bench/proxy: connection rate, %s, %d services ...\n", name, n)
 		start := time.Now()
 		if err := b.Sync(ctx, crState(n)); err != nil {
-			return fmt.Errorf("sync %d services: %w", n, err)
+			return nil, fmt.Errorf("sync %d services: %w", n, err)
 		}
 		fmt.Fprintf(os.Stderr, "bench/proxy:   synced in %s\n", time.Since(start).Round(time.Millisecond))
 		var d, v []float64
 		errs := 0
 		// Warm-up (caches, conntrack, the scheduler), not counted.
-		if _, _, err := crRate(netip.AddrPortFrom(netip.MustParseAddr(crServer), crPort), dur/2); err != nil {
-			return err
+		for _, target := range []netip.AddrPort{direct, viaVIP} {
+			if _, _, err := crRate(target, dur/4); err != nil {
+				return nil, err
+			}
 		}
 		for range crRounds {
-			for _, target := range []string{crServer, crVIP} {
-				port := crPort
-				if target == crVIP {
-					port = 80
-				}
-				rate, e, err := crRate(netip.AddrPortFrom(netip.MustParseAddr(target), uint16(port)), dur)
+			for _, target := range []netip.AddrPort{direct, viaVIP} {
+				rate, e, err := crRate(target, dur)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				errs += e
-				if target == crServer {
+				if target == direct {
 					d = append(d, rate)
 				} else {
 					v = append(v, rate)
@@ -146,45 +205,62 @@ func connRateChild(backend, variant string, scales []int, seconds float64) error
 			}
 		}
 		fmt.Fprintf(os.Stderr, "bench/proxy:   rounds: direct %.0f, ClusterIP %.0f conn/s\n", d, v)
-		rows = append(rows, row{services: n, direct: median(d), viaVIP: median(v), errs: errs})
-	}
-
-	w := os.Stdout
-	fmt.Fprintf(w, "\n== %s: new-connection rate (issue 7 acceptance 5; median of %d rounds of %s) ==\n", name, crRounds, dur)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "services\tdirect conn/s\tClusterIP conn/s\tClusterIP/direct\tdirect vs first row\tfailed dials\t")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.3f\t%d\t\n", r.services, r.direct, r.viaVIP, r.viaVIP/r.direct, r.direct/rows[0].direct, r.errs)
-	}
-	tw.Flush()
-	// Goals: the largest installation against the smallest (the mean of
-	// its rows: the default 10,10000,10 brackets the big one to show
-	// drift).
-	big, small := rows[0], rows[0]
-	for _, r := range rows {
-		if r.services > big.services {
-			big = r
-		}
-		if r.services < small.services {
-			small = r
-		}
-	}
-	if big.services != small.services {
-		var base float64
-		var k int
-		for _, r := range rows {
-			if r.services == small.services {
-				base += r.direct
-				k++
+		res.Rows = append(res.Rows, crRow{Services: n, Direct: median(d), ViaVIP: median(v), Errs: errs,
+			PairRatio: median(ratios(v, d)), DirectRounds: d, VIPRounds: v})
+		if i == 0 {
+			// Throughput does not depend on the number of services:
+			// measured once, with the first installation.
+			var td, tv []float64
+			for range crTputRounds {
+				for _, target := range []netip.AddrPort{
+					netip.AddrPortFrom(netip.MustParseAddr(crServer), crBulkPort),
+					netip.AddrPortFrom(netip.MustParseAddr(crVIP), 81),
+				} {
+					bps, err := crThroughput(target, dur)
+					if err != nil {
+						return nil, fmt.Errorf("throughput to %s: %w", target, err)
+					}
+					if target.Port() == crBulkPort {
+						td = append(td, bps)
+					} else {
+						tv = append(tv, bps)
+					}
+				}
 			}
+			fmt.Fprintf(os.Stderr, "bench/proxy:   throughput rounds: direct %.2f, ClusterIP %.2f GB/s\n", scale(td, 1e-9), scale(tv, 1e-9))
+			res.TputServices, res.TputDirect, res.TputVIP = n, median(td), median(tv)
+			res.TputRatio = median(ratios(tv, td))
 		}
-		base /= float64(k)
-		fmt.Fprintf(w, "goal: ClusterIP >= 95%% of direct at %d services: %.2f %s; non-service connections at %d services <= 5%% slower than at %d: %.3f %s\n",
-			big.services, big.viaVIP/big.direct, verdict(big.viaVIP/big.direct >= 0.95),
-			big.services, small.services, big.direct/base, verdict(big.direct/base >= 0.95))
-		fmt.Fprintln(w, "(single client loop on a shared 2-CPU machine: rounds vary by ~10%; see the per-round figures on stderr)")
 	}
-	return nil
+	return res, nil
+}
+
+// ratios returns a[i]/b[i].
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
+}
+
+// loadAvg is the 1-minute load average.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	_, _ = fmt.Sscan(string(b), &l)
+	return l
+}
+
+func scale(xs []float64, f float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = x * f
+	}
+	return out
 }
 
 func crBackend(ctx context.Context, backend, variant string) (proxy.Backend, string, error) {
@@ -210,18 +286,33 @@ func crBackend(ctx context.Context, backend, variant string) (proxy.Backend, str
 		b, err := iptables.New(iptables.Config{NodeName: crNodeName, ClusterCIDRs: cidrs, ServiceCIDRs: scidrs, Logger: logger},
 			iptables.NewExec(v1.IPv4Protocol, v))
 		return b, "iptables (" + string(v) + ")", err
+	case "userspace":
+		nft, err := userspace.NewInterface(v1.IPv4Protocol)
+		if err != nil {
+			return nil, "", err
+		}
+		// Transparent, as the agent runs it: the server sees the client.
+		b, err := userspace.New(userspace.Config{Family: v1.IPv4Protocol, NodeName: crNodeName, ClusterCIDRs: cidrs,
+			ServiceCIDRs: scidrs, Transparent: true, Logger: logger}, nft)
+		return b, "userspace", err
 	}
 	return nil, "", fmt.Errorf("unknown backend %q", backend)
 }
 
-// crState is n services: n-1 fillers of 10 remote endpoints each and the
-// target ClusterIP whose endpoint is the server.
+// crState is n services: n-2 fillers of 10 remote endpoints each, the
+// target ClusterIP (port 80) whose endpoint is the server's connection
+// port, and the bulk service on the same ClusterIP (port 81) whose
+// endpoint is the server's discard port.
 func crState(n int) *proxy.State {
 	st := proxy.NewState(crNodeName)
 	st.Full = true
 	add := func(name, vip string, eps []string) {
+		port := int32(80)
+		if name == "bulk" {
+			port = 81
+		}
 		pn := proxy.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "bench", Name: name}, Port: "p", Protocol: v1.ProtocolTCP}
-		st.Services[pn] = &proxy.ServicePort{Name: pn, Protocol: v1.ProtocolTCP, Port: 80, ClusterIPs: []netip.Addr{netip.MustParseAddr(vip)}}
+		st.Services[pn] = &proxy.ServicePort{Name: pn, Protocol: v1.ProtocolTCP, Port: port, ClusterIPs: []netip.Addr{netip.MustParseAddr(vip)}}
 		for _, e := range eps {
 			ap := netip.MustParseAddrPort(e)
 			st.Endpoints[pn] = append(st.Endpoints[pn], proxy.Endpoint{IP: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, NodeName: "node-b"})
@@ -229,7 +320,8 @@ func crState(n int) *proxy.State {
 		st.Changed[pn] = struct{}{}
 	}
 	add("target", crVIP, []string{fmt.Sprintf("%s:%d", crServer, crPort)})
-	for i := range n - 1 {
+	add("bulk", crVIP, []string{fmt.Sprintf("%s:%d", crServer, crBulkPort)})
+	for i := range n - 2 {
 		var eps []string
 		for j := range 10 {
 			eps = append(eps, fmt.Sprintf("10.%d.%d.%d:8080", 128+j, i/250, i%250+1))
@@ -306,14 +398,39 @@ func inNetns(name string, fn func() error) error {
 	return ferr
 }
 
-func crListen() (net.Listener, error) {
+func crListen(port int) (net.Listener, error) {
 	var ln net.Listener
 	err := inNetns("srv", func() error {
 		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", crServer, crPort))
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", crServer, port))
 		return err
 	})
 	return ln, err
+}
+
+// crThroughput sends bulk data on one connection from cli to target for d
+// and returns bytes per second (the server discards them).
+func crThroughput(target netip.AddrPort, d time.Duration) (float64, error) {
+	var c net.Conn
+	if err := inNetns("cli", func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", target.String(), time.Second)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	var n int64
+	start := time.Now()
+	for time.Since(start) < d {
+		k, err := c.Write(buf)
+		n += int64(k)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // crRate dials target from cli for d and returns connections per second

@@ -44,7 +44,7 @@ client-go work against it unmodified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCommand())
+	root.AddCommand(newAgentCommand(), newLabCommand())
 	root.AddCommand(newServerCommand(), newUpCommand(), newKubectlCommand(), newVersionCommand(), newAgnhostCommand(), newDNSCommand(), newProxyCommand(), newInternalCommand())
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 	kpconfig "k8s.io/kube-proxy/config/v1alpha1"
 
 	"github.com/svcnet/svcnet/internal/proxy"
+	"github.com/svcnet/svcnet/internal/proxy/list"
 	"github.com/svcnet/svcnet/internal/proxy/modes"
 )
 
@@ -71,7 +73,7 @@ and /proxyMode on 127.0.0.1:10249, as kube-proxy does.`,
 			return cleanupProxy(ctx, cmd)
 		},
 	}
-	cmd.AddCommand(cleanup)
+	cmd.AddCommand(cleanup, newProxyListCommand())
 	return cmd
 }
 
@@ -166,4 +168,112 @@ func (f *proxyFlags) run(cmd *cobra.Command) error {
 		Algorithm:         cfg.IPVS.Scheduler,
 		Logger:            logger,
 	}, f.configFile == "" && !fl.Changed("mode"), nil)
+}
+
+// proxyListFlags are the flags of `svcnet proxy list`.
+type proxyListFlags struct {
+	kubeconfig string
+	nodeName   string
+	nodeIPs    []string
+	mode       string
+	configFile string
+}
+
+func newProxyListCommand() *cobra.Command {
+	f := &proxyListFlags{}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List this node's virtual services and their endpoints, as ipvsadm -Ln does",
+		Long: `list prints every virtual service the node proxy programs (ClusterIPs,
+NodePorts on the node addresses, ExternalIPs, LoadBalancer IPs) with its real
+servers, in the layout of "ipvsadm -Ln", whatever the proxy mode. The view is
+computed from the API server's Services and EndpointSlices with the proxy's
+own conversion code; ActiveConn/InActConn are counted from this node's
+conntrack table (TCP ESTABLISHED = active). The Scheduler column says how the
+mode picks an endpoint: "random" for nftables and iptables, the balancer's
+algorithm (rr, lc, random, sh) for userspace, the ipvs scheduler for ipvs;
+"persistent N" is ClientIP session affinity with timeout N seconds.
+
+The mode is --mode, else what the local proxy reports on its metrics address
+(/proxyMode), else the KubeProxyConfiguration's.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			return f.run(ctx, cmd)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the API server (default: $KUBECONFIG, else <data-dir>/admin.kubeconfig)")
+	host, _ := os.Hostname()
+	fs.StringVar(&f.nodeName, "node-name", host, "name of this node's Node object")
+	fs.StringSliceVar(&f.nodeIPs, "node-ip", nil, "extra node IPs NodePorts answer on, as given to the proxy (the Node object's addresses are always used)")
+	fs.StringVar(&f.mode, "mode", "", "proxy mode to show: nftables, iptables, userspace or ipvs (default: the running proxy's)")
+	fs.StringVar(&f.configFile, "config", "", "KubeProxyConfiguration file (default: ConfigMap kube-system/kube-proxy key config.conf)")
+	return cmd
+}
+
+func (f *proxyListFlags) run(ctx context.Context, cmd *cobra.Command) error {
+	// As `svcnet kubectl`: --kubeconfig, else $KUBECONFIG, else the admin
+	// kubeconfig of the data directory.
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	switch {
+	case f.kubeconfig != "":
+		rules.ExplicitPath = f.kubeconfig
+	case os.Getenv("KUBECONFIG") == "":
+		rules.ExplicitPath = filepath.Join(defaultDataDir(), "admin.kubeconfig")
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	var cfg *kpconfig.KubeProxyConfiguration
+	if f.configFile != "" {
+		cfg, err = proxy.LoadConfigFile(f.configFile)
+	} else {
+		cfg, err = proxy.LoadConfigMap(ctx, client)
+	}
+	if err != nil {
+		return err
+	}
+	npa, err := proxy.ParsePrefixes(cfg.NodePortAddresses...)
+	if err != nil {
+		return fmt.Errorf("nodePortAddresses: %w", err)
+	}
+	var nodeIPs []netip.Addr
+	for _, s := range f.nodeIPs {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("--node-ip: %w", err)
+		}
+		nodeIPs = append(nodeIPs, a)
+	}
+	mode := f.mode
+	if mode == "" {
+		if m, err := list.RunningMode(ctx, cfg.MetricsBindAddress); err == nil {
+			mode = m
+		} else {
+			mode = string(cfg.Mode)
+			fmt.Fprintf(cmd.ErrOrStderr(), "no proxy answered on %s (%v); showing the configured mode %s\n", cfg.MetricsBindAddress, err, mode)
+		}
+	}
+	tbl, err := list.Build(ctx, client, list.Options{
+		NodeName: f.nodeName, NodeIPs: nodeIPs, NodePortAddresses: npa,
+		Mode: mode, Scheduler: cfg.IPVS.Scheduler,
+	})
+	if err != nil {
+		return err
+	}
+	if list.CountsSupported(tbl.Mode) {
+		if err := tbl.CountConnections(ctx, list.Netlink{}); err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "connection counts unavailable: %v\n", err)
+		}
+	} else {
+		fmt.Fprintf(cmd.ErrOrStderr(), "connection counts are not available in %s mode (flows end at the proxy, not at the endpoints)\n", tbl.Mode)
+	}
+	return tbl.Render(cmd.OutOrStdout())
 }

@@ -180,6 +180,12 @@ func New(cfg Config) (*Agent, error) {
 	if rc.UserAgent == "" {
 		rc.UserAgent = "svcnet-agent/" + cfg.NodeName
 	}
+	// The kubelet's defaults (kubeAPIQPS 50, kubeAPIBurst 100): client-go's
+	// own 5/10 throttles pod status writes and events of busy nodes by
+	// seconds.
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 50, 100
+	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("agent: client: %w", err)
@@ -288,6 +294,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Queue: a.queue,
 		Sync:  a.syncPod,
 		OnError: func(key string, err error, retries int, _ bool) {
+			if ctx.Err() != nil {
+				return // stopping: the next agent picks the pod up
+			}
 			a.log.Warn("pod sync failed; retrying", "uid", key, "retries", retries, "err", err)
 		},
 	}

@@ -337,6 +337,10 @@ func (a *Agent) startContainer(ctx context.Context, pod *v1.Pod, rec *podRecord,
 		a.eventf(pod, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
 	}
 	a.eventf(pod, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	if st.State == runtime.StateRunning {
+		// Probe from now on, not from the next sync.
+		a.ensureProbes(pod, rec, c, st, ip)
+	}
 	return nil
 }
 

@@ -29,7 +29,11 @@ func run(ctx context.Context, name string, args ...string) error {
 
 // createSegment creates the bridge with the host's address.
 func createSegment(ctx context.Context, s *State) error {
-	if err := ip(ctx, "link", "add", s.Bridge, "type", "bridge"); err != nil {
+	// Frames between nodes are bridged: keep them out of the host's
+	// iptables (br_netfilter with a FORWARD policy of DROP, as Docker
+	// sets, would drop the nodes' traffic to each other).
+	if err := ip(ctx, "link", "add", s.Bridge, "type", "bridge",
+		"nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"); err != nil {
 		return fmt.Errorf("lab: bridge: %w", err)
 	}
 	if err := ip(ctx, "addr", "add", s.HostIP.String(), "dev", s.Bridge); err != nil {

@@ -167,6 +167,10 @@ func stopPID(pid int, marker string, timeout time.Duration) error {
 	return fmt.Errorf("lab: process %d did not stop within %v of SIGTERM; killed", pid, timeout)
 }
 
+// dataMarker is what the command line of every process of the lab
+// contains: a path below the data dir.
+func dataMarker(dataDir string) string { return strings.TrimSuffix(dataDir, "/") + "/" }
+
 // netnsInode returns the inode of the named namespace (0 if it is gone).
 func netnsInode(name string) uint64 {
 	var st syscall.Stat_t
@@ -182,20 +186,31 @@ func netnsInode(name string) uint64 {
 // containers).
 func leftovers(dataDir string, nsInodes map[uint64]bool) []procInfo {
 	ps := allProcs()
-	self := os.Getpid()
+	// Never this process or its ancestors (a shell or sudo whose command
+	// line names the data dir).
+	spare := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !spare[pid]; {
+		spare[pid] = true
+		pi, ok := readProc(pid)
+		if !ok {
+			break
+		}
+		pid = pi.ppid
+	}
+	marker := dataMarker(dataDir)
 	mine := map[int]bool{}
 	for _, p := range ps {
-		if p.pid == self {
+		if spare[p.pid] {
 			continue
 		}
-		if nsInodes[p.netns] || strings.Contains(p.cmdline, dataDir+"/") || strings.HasSuffix(p.cmdline, dataDir) {
+		if nsInodes[p.netns] || strings.Contains(p.cmdline, marker) {
 			mine[p.pid] = true
 		}
 	}
 	for changed := true; changed; {
 		changed = false
 		for _, p := range ps {
-			if !mine[p.pid] && mine[p.ppid] && p.pid != self {
+			if !mine[p.pid] && mine[p.ppid] && !spare[p.pid] {
 				mine[p.pid] = true
 				changed = true
 			}

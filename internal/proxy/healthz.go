@@ -104,13 +104,14 @@ func HealthzHandler(h *Health, m *Metrics) http.Handler {
 	return mux
 }
 
-// MetricsHandler serves /metrics and /proxyMode (the :10249 server).
-func MetricsHandler(m *Metrics, mode string) http.Handler {
+// MetricsHandler serves /metrics and /proxyMode (the :10249 server); mode
+// is asked at each request, so a live mode switch shows at once.
+func MetricsHandler(m *Metrics, mode func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/proxyMode", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, mode)
+		fmt.Fprint(w, mode())
 	})
 	return mux
 }

@@ -198,7 +198,7 @@ func (p *Proxier) Run(ctx context.Context) error {
 	if err := p.serve(ctx, p.opts.HealthzAddr, HealthzHandler(p.Health, p.Metrics), p.boundHealthz); err != nil {
 		return err
 	}
-	if err := p.serve(ctx, p.opts.MetricsAddr, MetricsHandler(p.Metrics, p.backend.Name()), p.boundMetrics); err != nil {
+	if err := p.serve(ctx, p.opts.MetricsAddr, MetricsHandler(p.Metrics, p.backend.Name), p.boundMetrics); err != nil {
 		return err
 	}
 

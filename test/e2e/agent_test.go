@@ -476,7 +476,7 @@ func TestAgentTwoNodes(t *testing.T) {
 	lab.EnableForwarding(lab.Root())
 	lab.EnableForwarding(nodeB)
 
-	s := startServer(t, serverOptions{bindAddress: "0.0.0.0"})
+	s := startServer(t, serverOptions{bindAddress: "0.0.0.0", advertiseAddress: ipA.String()})
 	startAgent(t, s, agentOptions{nodeName: "work1", nodeIP: ipA.String()})
 	startAgent(t, s, agentOptions{nodeName: "work2", nodeIP: ipB.String(), netns: nodeB,
 		server: fmt.Sprintf("https://%s:%d", ipA, s.port)})

@@ -122,6 +122,9 @@ type serverOptions struct {
 	etcdServers string
 	// bindAddress is where the API server listens (default 127.0.0.1).
 	bindAddress string
+	// advertiseAddress is the kubernetes Service's endpoint (default
+	// 192.0.2.10, a documentation address).
+	advertiseAddress string
 	// fsync keeps the embedded etcd's fsync (durability across machine
 	// crashes); without it tests run faster, and a process kill still
 	// loses nothing the kernel has.
@@ -155,6 +158,10 @@ func startServer(t *testing.T, opts serverOptions) *server {
 	s.args = []string{"server",
 		"--data-dir", opts.dataDir,
 		"--bind-address", cmp.Or(opts.bindAddress, "127.0.0.1"),
+		// The sandbox may have no interface but loopback, which the API
+		// rejects as the kubernetes Service's endpoint; a documentation
+		// address (never routed anywhere) stands in.
+		"--advertise-address", cmp.Or(opts.advertiseAddress, "192.0.2.10"),
 		"--secure-port", fmt.Sprint(s.port),
 	}
 	if opts.etcdServers != "" {

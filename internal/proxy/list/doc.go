@@ -24,7 +24,9 @@
 // points get the cluster endpoints, internalTrafficPolicy Local ClusterIPs
 // and externalTrafficPolicy Local external entry points the local ones;
 // the serving-terminating fallback applies. Only endpoints of the virtual
-// service's IP family are listed. Every real server is "Masq" with weight 1.
+// service's IP family are listed (except in userspace mode, whose balancer
+// dials either family; it has no SCTP, so SCTP services are not listed
+// there). Every real server is "Masq" with weight 1.
 //
 // # Scheduler column
 //
@@ -46,6 +48,9 @@
 // inactive. A DNAT target that still has flows but is no longer a real
 // server (endpoint removed or not ready) is listed with weight 0, as IPVS
 // keeps a removed real server with weight 0 while its connections drain.
+// (In nftables mode a weight-0 row can also be a live endpoint: pods and
+// the node reaching an externalTrafficPolicy Local entry point are sent to
+// any endpoint, not only the local ones the table lists.)
 // In userspace mode flows end at the proxy's own listener, not at an
 // endpoint, so the counts are not available (CountsSupported).
 //
