@@ -38,7 +38,7 @@ const (
 	DefaultRestartBackoff  = 10 * time.Second
 	DefaultMaxBackoff      = 5 * time.Minute
 	DefaultStatusFrequency = time.Minute
-	defaultWorkers         = 8
+	defaultWorkers         = 16
 )
 
 // DefaultClusterDNS is the kube-dns Service IP the server bootstraps.

@@ -595,3 +595,102 @@ func podsJSON(pods []v1.Pod) string {
 	b, _ := json.Marshal(rows)
 	return string(b)
 }
+
+// TestAgentPodFeatures covers the rest of the pod spec the agent honours:
+// downward-API env, a liveness probe that restarts the container (and
+// `kubectl logs --previous`), restartPolicy Never with a failing command,
+// and a hostNetwork pod in the node's namespaces.
+func TestAgentPodFeatures(t *testing.T) {
+	_, nodeIP := nodeLab(t)
+	s := startServer(t, serverOptions{})
+	startAgent(t, s, agentOptions{nodeName: "work1", nodeIP: nodeIP.String()})
+	c := s.clientset()
+	ctx := context.Background()
+
+	s.mustKubectl("create", "-f", writeManifest(t, `apiVersion: v1
+kind: Pod
+metadata:
+  name: features
+  labels: {app: features}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    env:
+    - {name: MY_POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: MY_NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: MY_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: GREETING, value: "hello $(MY_NAME)"}
+    command: ["sh", "-c", "echo run $GREETING $MY_POD_IP $MY_NODE; touch /tmp/alive; while true; do sleep 0.2; done"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: fails
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "echo bad; exit 3"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet
+  labels: {app: hostnet}
+spec:
+  hostNetwork: true
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "1000"]
+`))
+	p := readyPods(t, c, "default", "app=features", 1)[0]
+	want := fmt.Sprintf("run hello features %s work1", p.Status.PodIP)
+	waitFor(t, "env in the log", func() (bool, error) {
+		out, _, err := s.kubectl("logs", "features")
+		return strings.Contains(out, want), err
+	})
+
+	// Liveness: remove the file, the container is killed and restarted.
+	s.mustKubectl("exec", "features", "--", "rm", "/tmp/alive")
+	waitFor(t, "container restarted by the liveness probe", func() (bool, error) {
+		pod, err := c.CoreV1().Pods("default").Get(ctx, "features", metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) == 0 {
+			return false, err
+		}
+		cs := pod.Status.ContainerStatuses[0]
+		return cs.RestartCount >= 1 && cs.State.Running != nil, nil
+	})
+	waitFor(t, "kubectl logs --previous shows the first run", func() (bool, error) {
+		out, errOut, err := s.kubectl("logs", "features", "--previous")
+		if err != nil || !strings.Contains(out, want) {
+			return false, fmt.Errorf("kubectl logs --previous = %q (%v, %s), want %q", out, err, errOut, want)
+		}
+		return true, nil
+	})
+
+	// restartPolicy Never + exit 3: Failed, exit code 3, not restarted.
+	waitFor(t, "pod fails", func() (bool, error) {
+		pod, err := c.CoreV1().Pods("default").Get(ctx, "fails", metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) == 0 {
+			return false, err
+		}
+		term := pod.Status.ContainerStatuses[0].State.Terminated
+		return pod.Status.Phase == v1.PodFailed && term != nil && term.ExitCode == 3 && pod.Status.ContainerStatuses[0].RestartCount == 0, nil
+	})
+
+	// hostNetwork: the node's IP and interfaces.
+	hp := readyPods(t, c, "default", "app=hostnet", 1)[0]
+	if hp.Status.PodIP != nodeIP.String() {
+		t.Errorf("hostNetwork pod IP %s, want the node IP %s", hp.Status.PodIP, nodeIP)
+	}
+	if out := s.mustKubectl("exec", "hostnet", "--", "cat", "/proc/net/dev"); !strings.Contains(out, "node0") {
+		t.Errorf("hostNetwork pod does not see the node's interfaces:\n%s", out)
+	}
+}

@@ -104,6 +104,7 @@ func New(ctx context.Context, mode string, o Options) (proxy.Backend, error) {
 			return nil, err
 		}
 		var bs []proxy.Backend
+		var fams []*userspace.Backend
 		for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
 			nft, err := userspace.NewInterface(fam)
 			if err != nil {
@@ -117,11 +118,32 @@ func New(ctx context.Context, mode string, o Options) (proxy.Backend, error) {
 			if err != nil {
 				return nil, err
 			}
-			bs = append(bs, b)
+			bs, fams = append(bs, b), append(fams, b)
 		}
-		return proxy.Combine(Userspace, bs...), nil
+		return &userspaceMode{Backend: proxy.Combine(Userspace, bs...), fams: fams}, nil
 	}
 	return nil, fmt.Errorf("proxy mode %q is not supported (supported: %v)", mode, Supported())
+}
+
+// userspaceMode is the userspace mode of both families. Besides Cleanup
+// (which lets the connections it proxied drain), Close ends it for good.
+type userspaceMode struct {
+	proxy.Backend // proxy.Combine of fams
+	fams          []*userspace.Backend
+}
+
+func (u *userspaceMode) LastSyncStats() (bool, int) {
+	return u.Backend.(proxy.SyncStats).LastSyncStats()
+}
+
+// Close removes the mode's rules, listeners and policy route at once,
+// without waiting for proxied connections (they end with the process).
+func (u *userspaceMode) Close(ctx context.Context) error {
+	var errs []error
+	for _, b := range u.fams {
+		errs = append(errs, b.Close(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // Cleanup removes the rules of every mode except keep ("" = all), in both
@@ -315,18 +337,28 @@ func (s *Switcher) cleanupRetired(ctx context.Context) {
 	s.retired = kept
 }
 
-// Cleanup removes the running mode's rules (and any retired ones').
+// Cleanup removes the rules of every mode the Switcher ran, for good: it
+// is for the end of the proxy (agent exit, `svcnet proxy` cleanup, tests).
+// The userspace mode is closed rather than drained (its listeners, table
+// and policy route go at once; the connections it proxied end with the
+// process anyway). A later Sync starts afresh.
 func (s *Switcher) Cleanup(ctx context.Context) error {
+	if len(s.built) == 0 {
+		return cleanupMode(ctx, s.Wanted())
+	}
 	var errs []error
-	for _, b := range s.retired {
+	for mode, b := range s.built {
+		if c, ok := b.(interface{ Close(context.Context) error }); ok {
+			errs = append(errs, c.Close(ctx))
+			delete(s.built, mode) // unusable after Close
+			continue
+		}
 		errs = append(errs, b.Cleanup(ctx))
 	}
 	s.retired = nil
-	if s.current != nil {
-		errs = append(errs, s.current.Cleanup(ctx))
-	} else {
-		errs = append(errs, cleanupMode(ctx, s.Wanted()))
-	}
+	s.mu.Lock()
+	s.current, s.mode = nil, ""
+	s.mu.Unlock()
 	return errors.Join(errs...)
 }
 

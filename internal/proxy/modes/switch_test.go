@@ -628,4 +628,22 @@ func TestSwitchBackToDrainingUserspace(t *testing.T) {
 			t.Fatalf("new connection %d after the userspace stream ended: %v", i, err)
 		}
 	}
+
+	// The end of the proxy: Cleanup removes everything at once, even with
+	// a proxied connection open (no draining remnant is left behind).
+	st = openStream(ctx, t, sl.client, "open at the end", addr)
+	st.progress(t, 20)
+	if err := sw.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	st.conn.Close()
+	v := viewRules(t)
+	for _, tb := range []string{"ip svcnet", "ip6 svcnet", "ip svcnet-userspace", "ip6 svcnet-userspace"} {
+		if v.hasTable(tb) {
+			t.Errorf("table %s remains after Cleanup", tb)
+		}
+	}
+	if n := v.kubeChainCount(); n > 0 {
+		t.Errorf("iptables chains remain after Cleanup: %v", v.kubeChains)
+	}
 }
