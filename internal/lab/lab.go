@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -60,7 +59,6 @@ type Config struct {
 	Exe string
 	// Out receives progress lines.
 	Out io.Writer
-	Log *slog.Logger
 }
 
 // Node is one node of a running lab.

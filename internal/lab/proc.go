@@ -22,8 +22,9 @@ type proc struct {
 
 // startDetached runs exe args... inside netns ("" = the host namespace) in
 // its own session, output appended to logFile, and writes its pid to
-// pidFile. The process outlives `lab up`.
-func startDetached(netns, exe string, args []string, logFile, pidFile string) (*proc, error) {
+// pidFile. The process outlives `lab up`. marker is part of its command
+// line (see alive).
+func startDetached(netns, exe string, args []string, logFile, pidFile, marker string) (*proc, error) {
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		return nil, err
 	}
@@ -51,6 +52,18 @@ func startDetached(netns, exe string, args []string, logFile, pidFile string) (*
 	go func() { _ = cmd.Wait(); close(p.exited) }()
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(p.pid)+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("lab: pid file: %w", err)
+	}
+	// Until the child has exec'd, its command line is this process's:
+	// wait, so that alive and lab down's sweep recognise it from now on.
+	for range 100 {
+		if alive(p.pid, marker) {
+			break
+		}
+		select {
+		case <-p.exited:
+			return p, nil
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return p, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -34,9 +33,6 @@ const (
 func Up(ctx context.Context, cfg Config) (_ *State, err error) {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if !cfg.Subnet.IsValid() {
 		cfg.Subnet = DefaultSubnet
@@ -105,7 +101,7 @@ func Up(ctx context.Context, cfg Config) (_ *State, err error) {
 	for _, r := range cfg.LBIPPool {
 		sargs = append(sargs, "--lb-ip-pool", r)
 	}
-	srv, err := startDetached(m.NetNS, s.Exe, sargs, filepath.Join(s.DataDir, "logs", "server.log"), filepath.Join(s.DataDir, "run", "server.pid"))
+	srv, err := startDetached(m.NetNS, s.Exe, sargs, filepath.Join(s.DataDir, "logs", "server.log"), filepath.Join(s.DataDir, "run", "server.pid"), dataMarker(s.DataDir))
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +118,7 @@ func Up(ctx context.Context, cfg Config) (_ *State, err error) {
 	}
 
 	// One agent per node.
+	agents := make([]*proc, len(s.Nodes))
 	for i := range s.Nodes {
 		n := &s.Nodes[i]
 		args := []string{"agent",
@@ -138,17 +135,17 @@ func Up(ctx context.Context, cfg Config) (_ *State, err error) {
 		for _, u := range cfg.DNSUpstreams {
 			args = append(args, "--dns-upstream", u)
 		}
-		p, err := startDetached(n.NetNS, s.Exe, args, filepath.Join(s.DataDir, "logs", "agent-"+n.Name+".log"), filepath.Join(s.DataDir, "run", "agent-"+n.Name+".pid"))
+		p, err := startDetached(n.NetNS, s.Exe, args, filepath.Join(s.DataDir, "logs", "agent-"+n.Name+".log"), filepath.Join(s.DataDir, "run", "agent-"+n.Name+".pid"), dataMarker(s.DataDir))
 		if err != nil {
 			return nil, err
 		}
-		n.AgentPID = p.pid
+		n.AgentPID, agents[i] = p.pid, p
 		fmt.Fprintf(cfg.Out, "[svcnet lab] agent %s (pid %d) starting\n", n.Name, p.pid)
 	}
 	if err := s.save(); err != nil {
 		return nil, err
 	}
-	if err := waitNodes(ctx, s); err != nil {
+	if err := waitNodes(ctx, s, agents); err != nil {
 		return nil, err
 	}
 
@@ -214,8 +211,8 @@ func writeKubeconfig(s *State) error {
 }
 
 // waitNodes waits until every node is Ready with a podCIDR and records the
-// podCIDRs.
-func waitNodes(ctx context.Context, s *State) error {
+// podCIDRs; it fails when an agent exits.
+func waitNodes(ctx context.Context, s *State, agents []*proc) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
@@ -229,8 +226,10 @@ func waitNodes(ctx context.Context, s *State) error {
 		ready := 0
 		for i := range s.Nodes {
 			n := &s.Nodes[i]
-			if !alive(n.AgentPID, dataMarker(s.DataDir)) {
-				return fmt.Errorf("lab: agent %s exited; last lines of its log:\n%s", n.Name, tail(filepath.Join(s.DataDir, "logs", "agent-"+n.Name+".log"), 30))
+			select {
+			case <-agents[i].exited:
+				return fmt.Errorf("lab: agent %s exited; last lines of its log:\n%s", n.Name, tail(agents[i].log, 30))
+			default:
 			}
 			node, err := c.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 			if err != nil {

@@ -213,9 +213,13 @@ type Switcher struct {
 	opts Options
 	log  *slog.Logger
 
-	mu   sync.Mutex // guards want and mode
+	mu   sync.Mutex // guards want, mode and name
 	want string
 	mode string
+	// name is the mode Name reports: set once a switch is complete (the
+	// new rules in, the old ones gone), so /proxyMode never names a mode
+	// whose predecessor still has rules.
+	name string
 
 	// Owned by the sync goroutine.
 	current proxy.Backend
@@ -262,10 +266,10 @@ func (s *Switcher) Wanted() string {
 func (s *Switcher) Name() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mode == "" {
+	if s.name == "" {
 		return s.want
 	}
-	return s.mode
+	return s.name
 }
 
 // Sync programs st into the wanted mode, switching first if needed. When
@@ -323,6 +327,9 @@ func (s *Switcher) switchTo(ctx context.Context, want string, st *proxy.State) e
 		s.log.Warn("removing other proxy modes' rules", "err", err)
 	}
 	s.cleanupRetired(ctx)
+	s.mu.Lock()
+	s.name = want
+	s.mu.Unlock()
 	return nil
 }
 
@@ -357,7 +364,7 @@ func (s *Switcher) Cleanup(ctx context.Context) error {
 	}
 	s.retired = nil
 	s.mu.Lock()
-	s.current, s.mode = nil, ""
+	s.current, s.mode, s.name = nil, "", ""
 	s.mu.Unlock()
 	return errors.Join(errs...)
 }
