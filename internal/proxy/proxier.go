@@ -157,6 +157,11 @@ func (p *Proxier) syncOnce(ctx context.Context, full bool) error {
 	if err != nil {
 		p.Metrics.SyncFailures.Inc()
 		p.Tracker.Requeue(st)
+		if ctx.Err() != nil {
+			// Stopping: the sync was cut short (an nft or iptables-restore
+			// run killed with the context), not a failure of the rules.
+			return err
+		}
 		p.log.Error("sync failed; retrying with a full sync", "err", err, "full", st.Full)
 		return err
 	}

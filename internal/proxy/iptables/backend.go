@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -96,7 +94,7 @@ func New(cfg Config, ipt Interface) (*Backend, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.InterfaceAddrs == nil {
-		cfg.InterfaceAddrs = localAddrs
+		cfg.InterfaceAddrs = proxy.LocalAddrs
 	}
 	b := &Backend{
 		cfg:      cfg,
@@ -180,48 +178,13 @@ func (b *Backend) LastSyncStats() (partial bool, rules int) {
 	return b.lastPartial, rules
 }
 
-func localAddrs() ([]netip.Addr, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out, nil
-}
-
 // nodePortIPs computes the addresses NodePorts answer on.
 func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
-	var cand []netip.Addr
-	if len(b.cfg.NodePortAddresses) > 0 {
-		local, err := b.cfg.InterfaceAddrs()
-		if err != nil {
-			b.log.Error("listing local addresses for NodePorts", "err", err)
-		}
-		for _, a := range local {
-			for _, p := range b.cfg.NodePortAddresses {
-				if p.Contains(a) {
-					cand = append(cand, a)
-					break
-				}
-			}
-		}
-	} else {
-		cand = append(append(cand, b.cfg.NodeIPs...), st.NodeIPs...)
+	out, err := proxy.NodePortAddrs(b.cfg.NodePortAddresses, b.cfg.InterfaceAddrs, b.cfg.NodeIPs, st.NodeIPs,
+		func(a netip.Addr) bool { return a.Is4() == !b.ipv6 })
+	if err != nil {
+		b.log.Error("listing local addresses for NodePorts", "err", err)
 	}
-	var out []netip.Addr
-	for _, a := range b.familyAddrs(cand) {
-		if !a.IsLoopback() && !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
 	return out
 }
 

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -78,7 +80,7 @@ type Backend struct {
 	// they have connections.
 	draining map[vsKey]map[netip.AddrPort]bool
 	addrs    map[netip.Addr]bool // on the link, as last written
-	nftState map[v1.IPFamily]string
+	nftState map[v1.IPFamily]*nftWritten
 
 	lastPartial bool
 	entries     int
@@ -113,7 +115,7 @@ func New(cfg Config) (*Backend, error) {
 		records:  map[proxy.ServicePortName][]*virtualServer{},
 		owners:   map[vsKey]proxy.ServicePortName{},
 		draining: map[vsKey]map[netip.AddrPort]bool{},
-		nftState: map[v1.IPFamily]string{},
+		nftState: map[v1.IPFamily]*nftWritten{},
 	}, nil
 }
 
@@ -284,9 +286,23 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		return strings.Compare(x.String()+"/"+string(x.Protocol), y.String()+"/"+string(y.Protocol))
 	})
 
-	kernel, err := b.kernelServices()
-	if err != nil {
-		return err
+	// A full sync reads all virtual servers at once; a partial one asks
+	// for the few it looks at, so it costs O(changed services).
+	var kernel map[vsKey]*libipvs.Service
+	if full {
+		if kernel, err = b.kernelServices(); err != nil {
+			return err
+		}
+	}
+	lookup := func(k vsKey) *libipvs.Service {
+		if full {
+			return kernel[k]
+		}
+		s, err := b.h.GetService(k.service())
+		if err != nil {
+			return nil // absent (ESRCH); anything else shows at the write
+		}
+		return s
 	}
 
 	// Release the candidates' keys first, so a key moving between two
@@ -325,16 +341,16 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		for _, vs := range plan {
 			wanted[vs.key] = true
 			prev := oldByKey[vs.key]
-			if !full && prev != nil && prev.equal(vs) && kernel[vs.key] != nil {
+			if !full && prev != nil && prev.equal(vs) {
 				continue
 			}
-			errs = append(errs, b.syncVirtualServer(vs, kernel[vs.key]))
+			errs = append(errs, b.syncVirtualServer(vs, lookup(vs.key)))
 		}
 		for _, vs := range old {
 			if _, owned := b.owners[vs.key]; wanted[vs.key] || owned {
 				continue
 			}
-			if ks := kernel[vs.key]; ks != nil {
+			if ks := lookup(vs.key); ks != nil {
 				errs = append(errs, b.delVirtualServer(vs.key))
 				delete(kernel, vs.key)
 			}
@@ -630,9 +646,10 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 }
 
 // CleanupSystem removes what the ipvs mode installs in this network
-// namespace (`svcnet proxy cleanup`, a start in another mode). On a kernel
-// without IPVS it only removes the nftables tables (nothing else can
-// exist) and loads no module.
+// namespace (`svcnet proxy cleanup`, a start in another mode): when
+// kube-ipvs0 exists (the mode ran here), every IPVS virtual server,
+// kube-ipvs0 and the tables; otherwise only the tables (on a kernel
+// without IPVS nothing else can exist). It loads no module.
 func CleanupSystem(ctx context.Context) error {
 	nft, err := NewNFT()
 	if err != nil {
@@ -640,8 +657,13 @@ func CleanupSystem(ctx context.Context) error {
 	}
 	paths := DefaultKernelPaths()
 	paths.Modprobe = func(string) error { return errors.New("not loaded for a cleanup") }
+	// Without IPVS, or without kube-ipvs0 (the ipvs mode never ran here, or
+	// was cleaned up), the IPVS table is someone else's: leave it.
 	if CheckKernel(paths) != nil {
 		return errors.Join(cleanupNFT(ctx, nft), NetlinkLink{}.Delete())
+	}
+	if _, err := os.Stat(filepath.Join(paths.Sys, "class/net", LinkName)); err != nil {
+		return cleanupNFT(ctx, nft)
 	}
 	h, err := libipvs.New("")
 	if err != nil {

@@ -91,6 +91,18 @@ func (f *FakeHandle) GetServices() ([]*libipvs.Service, error) {
 	return out, nil
 }
 
+// GetService implements Handle.
+func (f *FakeHandle) GetService(s *libipvs.Service) (*libipvs.Service, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fs, _, err := f.lookup(s)
+	if err != nil {
+		return nil, err
+	}
+	c := fs.svc
+	return &c, nil
+}
+
 func (f *FakeHandle) NewService(s *libipvs.Service) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

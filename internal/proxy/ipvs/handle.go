@@ -19,6 +19,9 @@ import (
 // FakeHandle.
 type Handle interface {
 	GetServices() ([]*libipvs.Service, error)
+	// GetService returns the kernel's virtual server s (by family,
+	// protocol, address and port); an error when there is none.
+	GetService(s *libipvs.Service) (*libipvs.Service, error)
 	NewService(s *libipvs.Service) error
 	UpdateService(s *libipvs.Service) error
 	DelService(s *libipvs.Service) error

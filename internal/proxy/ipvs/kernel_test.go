@@ -33,7 +33,7 @@ const envVM = "SVCNET_IPVS_VM"
 // requireIPVS skips (outside the VM) or fails (inside) when the kernel has
 // no IPVS. This machine kind's kernel has none: `make test-ipvs` boots a
 // Debian kernel that has it and runs these tests there.
-func requireIPVS(t *testing.T) {
+func requireIPVS(t testing.TB) {
 	t.Helper()
 	proxytest.RequireSandbox(t, "nft")
 	if err := ipvs.CheckKernel(ipvs.DefaultKernelPaths()); err != nil {
@@ -286,4 +286,94 @@ func TestNoIPVSRefusal(t *testing.T) {
 		_ = b.Cleanup(context.Background())
 	}
 	t.Logf("IPVS in this kernel: %v (%v)", has, err)
+}
+
+// TestCleanupSystem: `svcnet proxy cleanup` removes the mode's tables on
+// any kernel (with or without IPVS) and succeeds when there is nothing.
+func TestCleanupSystem(t *testing.T) {
+	proxytest.RequireSandbox(t, "nft")
+	for _, args := range [][]string{{"add", "table", "ip", ipvs.TableName}, {"add", "table", "ip6", ipvs.TableName}} {
+		if out, err := exec.Command("nft", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v: %s", args, err, out)
+		}
+	}
+	for range 2 { // the second run finds nothing
+		if err := ipvs.CleanupSystem(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fam := range []string{"ip", "ip6"} {
+		if out, err := exec.Command("nft", "list", "table", fam, ipvs.TableName).CombinedOutput(); err == nil {
+			t.Errorf("table %s %s left:\n%s", fam, ipvs.TableName, out)
+		}
+	}
+}
+
+// seedListing is the seed's `ipvsadm -Ln` for its Services (its two
+// listings joined, in ipvsadm's order; the seed's copy lost the trailing
+// padding of the real-server lines).
+const seedListing = `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.0.1:443 rr
+  -> 192.16.1.10:6443             Masq    1      0          0
+TCP  10.96.0.10:53 rr
+  -> 10.244.52.213:53             Masq    1      0          0
+  -> 10.244.52.218:53             Masq    1      0          0
+TCP  10.96.0.10:9153 rr
+  -> 10.244.52.213:9153           Masq    1      0          0
+  -> 10.244.52.218:9153           Masq    1      0          0
+TCP  10.97.1.1:80 rr
+  -> 10.244.52.222:80             Masq    1      0          0
+  -> 10.244.67.79:80              Masq    1      0          0
+  -> 10.244.67.84:80              Masq    1      0          0
+UDP  10.96.0.10:53 rr
+  -> 10.244.52.213:53             Masq    1      0          0
+  -> 10.244.52.218:53             Masq    1      0          0`
+
+// TestSeedListingKernel: the seed's Services programmed into the kernel
+// make the real ipvsadm -Ln print the seed's listing, and `svcnet proxy
+// list` (list.FromState) prints the same bytes.
+func TestSeedListingKernel(t *testing.T) {
+	requireIPVS(t)
+	lab := proxytest.NewLab(t)
+	b := newSystemBackend(t, lab.Root(), ipvs.Config{NodeName: "node-a"})
+	st := proxy.NewState("node-a")
+	add := func(ns, name, port string, proto v1.Protocol, cip string, svcPort int32, eps ...string) {
+		n := proxy.ServicePortName{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}, Port: port, Protocol: proto}
+		st.Services[n] = &proxy.ServicePort{Name: n, Protocol: proto, Port: svcPort, ClusterIPs: []netip.Addr{netip.MustParseAddr(cip)}}
+		for _, e := range eps {
+			ap := netip.MustParseAddrPort(e)
+			st.Endpoints[n] = append(st.Endpoints[n], proxy.Endpoint{IP: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true})
+		}
+		st.Changed[n] = struct{}{}
+	}
+	add("default", "kubernetes", "https", v1.ProtocolTCP, "10.96.0.1", 443, "192.16.1.10:6443")
+	add("kube-system", "kube-dns", "dns-tcp", v1.ProtocolTCP, "10.96.0.10", 53, "10.244.52.213:53", "10.244.52.218:53")
+	add("kube-system", "kube-dns", "metrics", v1.ProtocolTCP, "10.96.0.10", 9153, "10.244.52.213:9153", "10.244.52.218:9153")
+	add("kube-system", "kube-dns", "dns", v1.ProtocolUDP, "10.96.0.10", 53, "10.244.52.213:53", "10.244.52.218:53")
+	add("dev", "service-clusterip", "", v1.ProtocolTCP, "10.97.1.1", 80, "10.244.67.84:80", "10.244.52.222:80", "10.244.67.79:80")
+	st.Full = true
+	if err := b.Sync(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	out := ipvsadm(t)
+	var got []string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		got = append(got, strings.TrimRight(l, " "))
+	}
+	if g := strings.Join(got, "\n"); g != seedListing {
+		t.Errorf("ipvsadm -Ln:\n%s\nwant the seed's:\n%s", g, seedListing)
+	}
+	tbl, err := list.FromState(st, list.Options{Mode: list.ModeIPVS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	if err := tbl.Render(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if sb.String() != out {
+		t.Errorf("svcnet proxy list:\n%q\nipvsadm -Ln:\n%q", sb.String(), out)
+	}
 }

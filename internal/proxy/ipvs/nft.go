@@ -135,24 +135,27 @@ func (b *Backend) nftContent(fam v1.IPFamily) nftContent {
 	return c
 }
 
-func (c nftContent) String() string {
-	var sb strings.Builder
-	for _, e := range c.elems {
-		fmt.Fprintf(&sb, "%s %s %s\n", e.container, e.key, e.value)
-	}
-	chains := make([]string, 0, len(c.firewalls))
-	for ch := range c.firewalls {
-		chains = append(chains, ch)
-	}
-	slices.Sort(chains)
-	for _, ch := range chains {
-		fmt.Fprintf(&sb, "%s %v\n", ch, c.firewalls[ch])
-	}
-	return sb.String()
+// nftWritten is what a family's table holds, as last written.
+type nftWritten struct {
+	elems     map[nftElem]bool
+	firewalls map[string]string // chain -> its source ranges, rendered
 }
 
-// syncNFT rewrites a family's table, in one transaction, when its content
-// changed (or on a full sync).
+func (c nftContent) written() *nftWritten {
+	w := &nftWritten{elems: make(map[nftElem]bool, len(c.elems)), firewalls: map[string]string{}}
+	for _, e := range c.elems {
+		w.elems[e] = true
+	}
+	for ch, r := range c.firewalls {
+		w.firewalls[ch] = fmt.Sprint(r)
+	}
+	return w
+}
+
+// syncNFT brings each family's table to the current records: on a full
+// sync (or after a failure) by recreating the table in one transaction,
+// otherwise by one transaction of only the element (and firewall chain)
+// changes, none when nothing changed.
 func (b *Backend) syncNFT(ctx context.Context, full bool) error {
 	var errs []error
 	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
@@ -161,18 +164,91 @@ func (b *Backend) syncNFT(ctx context.Context, full bool) error {
 			continue
 		}
 		c := b.nftContent(fam)
-		s := c.String()
-		if !full && b.nftState[fam] == s {
+		old := b.nftState[fam]
+		var tx *knftables.Transaction
+		if full || old == nil {
+			tx = b.nftTransaction(nft, fam, c)
+		} else if tx = b.nftDelta(nft, fam, old, c); tx == nil {
 			continue
 		}
-		if err := nft.Run(ctx, b.nftTransaction(nft, fam, c)); err != nil {
+		if err := nft.Run(ctx, tx); err != nil {
 			delete(b.nftState, fam)
 			errs = append(errs, fmt.Errorf("ipvs: nftables %s table: %w", fam, err))
 			continue
 		}
-		b.nftState[fam] = s
+		b.nftState[fam] = c.written()
 	}
 	return errors.Join(errs...)
+}
+
+// nftDelta returns the transaction from old to c, nil when they are equal.
+func (b *Backend) nftDelta(nft knftables.Interface, fam v1.IPFamily, old *nftWritten, c nftContent) *knftables.Transaction {
+	tx := nft.NewTransaction()
+	n := 0
+	want := c.written()
+	for e := range old.elems {
+		if !want.elems[e] {
+			tx.Delete(element(e))
+			n++
+		}
+	}
+	var newChains []string
+	for ch, r := range want.firewalls {
+		if old.firewalls[ch] != r {
+			newChains = append(newChains, ch)
+		}
+	}
+	slices.Sort(newChains)
+	for _, ch := range newChains {
+		tx.Add(&knftables.Chain{Name: ch})
+		tx.Flush(&knftables.Chain{Name: ch})
+		for _, r := range firewallRules(fam, c.firewalls[ch]) {
+			tx.Add(&knftables.Rule{Chain: ch, Rule: r})
+		}
+		n++
+	}
+	for _, e := range c.elems {
+		if !old.elems[e] {
+			tx.Add(element(e))
+			n++
+		}
+	}
+	for ch := range old.firewalls {
+		if _, ok := want.firewalls[ch]; !ok {
+			tx.Delete(&knftables.Chain{Name: ch})
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return tx
+}
+
+func element(e nftElem) *knftables.Element {
+	el := &knftables.Element{Key: strings.Split(e.key, " . ")}
+	if e.value != "" {
+		el.Map, el.Value = e.container, []string{e.value}
+	} else {
+		el.Set = e.container
+	}
+	return el
+}
+
+func firewallRules(fam v1.IPFamily, ranges []netip.Prefix) []string {
+	ipX := "ip"
+	if fam == v1.IPv6Protocol {
+		ipX = "ip6"
+	}
+	var srcs []string
+	for _, p := range ranges {
+		srcs = append(srcs, p.String())
+	}
+	var out []string
+	if len(srcs) > 0 {
+		out = append(out, knftables.Concat(ipX, "saddr {", strings.Join(srcs, ", "), "}", "return"))
+	}
+	return append(out, "drop")
 }
 
 func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily, c nftContent) *knftables.Transaction {
@@ -274,23 +350,12 @@ func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily, c nft
 	slices.Sort(chains)
 	for _, ch := range chains {
 		tx.Add(&knftables.Chain{Name: ch})
-		var srcs []string
-		for _, p := range c.firewalls[ch] {
-			srcs = append(srcs, p.String())
+		for _, r := range firewallRules(fam, c.firewalls[ch]) {
+			tx.Add(&knftables.Rule{Chain: ch, Rule: r})
 		}
-		if len(srcs) > 0 {
-			rule(ch, ipX, "saddr {", strings.Join(srcs, ", "), "}", "return")
-		}
-		rule(ch, "drop")
 	}
 	for _, e := range c.elems {
-		el := &knftables.Element{Key: strings.Split(e.key, " . ")}
-		if e.value != "" {
-			el.Map, el.Value = e.container, []string{e.value}
-		} else {
-			el.Set = e.container
-		}
-		tx.Add(el)
+		tx.Add(element(e))
 	}
 	return tx
 }

@@ -207,3 +207,50 @@ func TestNFTables(t *testing.T) {
 		t.Errorf("sysctls: %v", e.sys)
 	}
 }
+
+// TestNFTablesDelta: a partial sync writes only the table's element and
+// firewall chain changes, and the result equals a full rewrite.
+func TestNFTablesDelta(t *testing.T) {
+	base := []svcWithEps{
+		{svc{name: "web", cip: []string{"10.96.0.20"}, svcPort: 80, nodePort: 30080}, epList{{"10.244.1.1", 8080, "", "ready"}}.eps()},
+		{svc{name: "gone", cip: []string{"10.96.0.21"}, svcPort: 80, lbIPs: []string{"198.51.100.2"}, sourceRanges: []string{"203.0.113.0/24"}},
+			epList{{"10.244.1.2", 80, "", "ready"}}.eps()},
+	}
+	changed := []svcWithEps{
+		{svc{name: "web", cip: []string{"10.96.0.20"}, svcPort: 80, nodePort: 30080}, nil}, // now no endpoints
+		{svc{name: "new", cip: []string{"10.96.0.22"}, svcPort: 443, lbIPs: []string{"198.51.100.3"}, sourceRanges: []string{"192.0.2.0/24"}},
+			epList{{"10.244.1.3", 8443, "", "ready"}}.eps()},
+	}
+	inc := newTestEnv(t, nil)
+	st := buildState(base...)
+	inc.sync(t, st)
+	st2 := buildState(changed...)
+	st2.Changed = map[proxy.ServicePortName]struct{}{}
+	for n := range st.Services {
+		st2.Changed[n] = struct{}{}
+	}
+	for n := range st2.Services {
+		st2.Changed[n] = struct{}{}
+	}
+	inc.sync(t, st2)
+	if partial, _ := inc.b.LastSyncStats(); !partial {
+		t.Fatal("second sync was not partial")
+	}
+	tx := inc.nft[v1.IPv4Protocol].LastTransaction.String()
+	if strings.Contains(tx, "add table") || strings.Contains(tx, "10.96.0.20 . tcp . 80 }") && !strings.Contains(tx, "no-endpoint-services") {
+		t.Errorf("partial sync rewrote more than the changes:\n%s", tx)
+	}
+	full := newTestEnv(t, nil)
+	full.sync(t, buildState(changed...))
+	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+		if a, b := inc.nft[fam].Dump(), full.nft[fam].Dump(); a != b {
+			t.Errorf("%s: incremental table:\n%s\nfull rewrite:\n%s\nlast transaction:\n%s", fam, a, b, tx)
+		}
+	}
+	// Nothing changed: no transaction at all.
+	before := inc.nft[v1.IPv4Protocol].LastTransaction
+	inc.sync(t, next(st2, name(st2, "web")))
+	if inc.nft[v1.IPv4Protocol].LastTransaction != before {
+		t.Errorf("unchanged state wrote %s", inc.nft[v1.IPv4Protocol].LastTransaction)
+	}
+}

@@ -3,7 +3,6 @@ package list
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -249,49 +248,13 @@ func scheduler(mode string, sp *proxy.ServicePort, defaultAlg string) string {
 // nodePortIPs is the backends' rule: the local addresses inside
 // NodePortAddresses when set, else the node IPs; never loopback.
 func nodePortIPs(st *proxy.State, o Options) ([]netip.Addr, error) {
-	var cand []netip.Addr
-	if len(o.NodePortAddresses) > 0 {
-		ifaddrs := o.InterfaceAddrs
-		if ifaddrs == nil {
-			ifaddrs = localAddrs
-		}
-		local, err := ifaddrs()
-		if err != nil {
-			return nil, fmt.Errorf("list: local addresses for nodePortAddresses: %w", err)
-		}
-		for _, a := range local {
-			for _, p := range o.NodePortAddresses {
-				if p.Contains(a) {
-					cand = append(cand, a)
-					break
-				}
-			}
-		}
-	} else {
-		cand = append(append(cand, o.NodeIPs...), st.NodeIPs...)
+	ifaddrs := o.InterfaceAddrs
+	if ifaddrs == nil {
+		ifaddrs = proxy.LocalAddrs
 	}
-	var out []netip.Addr
-	for _, a := range cand {
-		a = a.Unmap()
-		if a.IsValid() && !a.IsLoopback() && !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	return out, nil
-}
-
-func localAddrs() ([]netip.Addr, error) {
-	addrs, err := net.InterfaceAddrs()
+	out, err := proxy.NodePortAddrs(o.NodePortAddresses, ifaddrs, o.NodeIPs, st.NodeIPs, nil)
 	if err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
+		return nil, fmt.Errorf("list: local addresses for nodePortAddresses: %w", err)
 	}
 	return out, nil
 }

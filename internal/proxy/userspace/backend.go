@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -157,7 +156,7 @@ func New(cfg Config, nft knftables.Interface) (*Backend, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.InterfaceAddrs == nil {
-		cfg.InterfaceAddrs = localAddrs
+		cfg.InterfaceAddrs = proxy.LocalAddrs
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -567,47 +566,12 @@ func (b *Backend) familyAddrs(as []netip.Addr) []netip.Addr {
 
 // nodePortIPs computes the addresses NodePorts answer on.
 func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
-	var cand []netip.Addr
-	if len(b.cfg.NodePortAddresses) > 0 {
-		local, err := b.cfg.InterfaceAddrs()
-		if err != nil {
-			b.log.Error("listing local addresses for NodePorts", "err", err)
-		}
-		for _, a := range local {
-			for _, p := range b.cfg.NodePortAddresses {
-				if p.Contains(a) {
-					cand = append(cand, a)
-					break
-				}
-			}
-		}
-	} else {
-		cand = append(append(cand, b.cfg.NodeIPs...), st.NodeIPs...)
-	}
-	var out []netip.Addr
-	for _, a := range b.familyAddrs(cand) {
-		if !a.IsLoopback() && !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
-	return out
-}
-
-func localAddrs() ([]netip.Addr, error) {
-	addrs, err := net.InterfaceAddrs()
+	out, err := proxy.NodePortAddrs(b.cfg.NodePortAddresses, b.cfg.InterfaceAddrs, b.cfg.NodeIPs, st.NodeIPs,
+		func(a netip.Addr) bool { return a.Is4() == !b.ipv6 })
 	if err != nil {
-		return nil, err
+		b.log.Error("listing local addresses for NodePorts", "err", err)
 	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out, nil
+	return out
 }
 
 func cmpName(x, y proxy.ServicePortName) int {
