@@ -240,6 +240,7 @@ func TestNFTablesDelta(t *testing.T) {
 	if strings.Contains(tx, "add table") || strings.Contains(tx, "10.96.0.20 . tcp . 80 }") && !strings.Contains(tx, "no-endpoint-services") {
 		t.Errorf("partial sync rewrote more than the changes:\n%s", tx)
 	}
+	t.Logf("partial transaction:\n%s", tx)
 	full := newTestEnv(t, nil)
 	full.sync(t, buildState(changed...))
 	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
