@@ -21,29 +21,36 @@ LDFLAGS := -s -w \
 # two cores.
 RACE_PKGS := ./internal/storage/... ./internal/auth/... ./internal/registry/service/... ./internal/apiserver/... ./internal/server/...
 
-.PHONY: all build test test-unit test-race test-e2e verify fmt vet staticcheck bench clean help
+.PHONY: all build test test-unit test-race test-e2e test-ipvs verify fmt vet staticcheck bench clean help
 
 all: build
 
 help:
 	@echo "make build      build $(BIN)"
-	@echo "make test       unit tests, race tests, e2e tests (the README's test command; CI runs it)"
+	@echo "make test       unit, race, e2e and ipvs-VM tests (the README's test command; CI runs it)"
+	@echo "make test-ipvs  the ipvs backend's kernel tests in a qemu VM"
 	@echo "make verify     gofmt, go vet, staticcheck"
 	@echo "make bench      benchmarks (bench/run.sh)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/svcnet
 
-# The whole suite: every package once, -race on the concurrent ones; the e2e
-# tests in ./test/e2e build their own binary and need root only for what later
-# issues add (they use loopback only).
-test: test-unit test-race
+# The whole suite: every package once (as root the dataplane, agent and e2e
+# tests re-execute themselves in private network namespaces), -race on the
+# concurrent ones, and the ipvs tests in a VM.
+test: test-unit test-race test-ipvs
 
 test-unit:
 	$(GO) test -count=1 -timeout 12m ./...
 
 test-race:
 	$(GO) test -count=1 -race -timeout 8m $(RACE_PKGS)
+
+# The ipvs backend's kernel tests in a VM (Debian kernel with IPVS, qemu
+# software emulation, no network): this machine kind's kernel has no IPVS.
+# Installs qemu-system-x86, linux-image-amd64 and busybox-static itself.
+test-ipvs:
+	bash hack/ipvs-vm.sh
 
 test-e2e:
 	$(GO) test -count=1 -timeout 10m -v ./test/e2e/...

@@ -51,7 +51,7 @@ func (f *agentFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.clusterDomain, "cluster-domain", agent.DefaultClusterDomain, "cluster DNS domain")
 	fs.BoolVar(&f.cleanup, "cleanup", false, "on exit stop every pod of this node and remove their network (default: leave them running for the next agent to adopt)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&f.proxyMode, "proxy-mode", "", "proxy mode: nftables, iptables or userspace (default: ConfigMap kube-system/kube-proxy, followed live)")
+	fs.StringVar(&f.proxyMode, "proxy-mode", "", "proxy mode: nftables, iptables, userspace or ipvs (default: ConfigMap kube-system/kube-proxy, followed live)")
 	fs.BoolVar(&f.noProxy, "disable-proxy", false, "do not run the node proxy (kube-proxy role)")
 	fs.BoolVar(&f.noDNS, "disable-dns", false, "do not run the node-local cluster DNS")
 	fs.BoolVar(&f.keepRules, "keep-rules", false, "with --cleanup, leave the proxy rules in place")

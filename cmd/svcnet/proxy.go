@@ -53,7 +53,7 @@ and /proxyMode on 127.0.0.1:10249, as kube-proxy does.`,
 	host, _ := os.Hostname()
 	fs.StringVar(&f.nodeName, "node-name", host, "name of this node's Node object")
 	fs.StringVar(&f.configFile, "config", "", "KubeProxyConfiguration file (default: ConfigMap kube-system/kube-proxy key config.conf)")
-	fs.StringVar(&f.mode, "mode", "", "proxy mode: nftables, iptables or userspace (overrides the configuration; without it and --config, the mode follows ConfigMap kube-system/kube-proxy live)")
+	fs.StringVar(&f.mode, "mode", "", "proxy mode: nftables, iptables, userspace or ipvs (overrides the configuration; without it and --config, the mode follows ConfigMap kube-system/kube-proxy live)")
 	fs.StringVar(&f.clusterCIDR, "cluster-cidr", "", "pod CIDR(s), comma-separated (overrides clusterCIDR)")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", "", "service CIDR(s), comma-separated: unallocated addresses in them are dropped")
 	fs.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs of the local addresses NodePorts answer on (default: the node IPs)")
@@ -166,6 +166,10 @@ func (f *proxyFlags) run(cmd *cobra.Command) error {
 		MasqueradeAll:     cfg.NFTables.MasqueradeAll || cfg.IPTables.MasqueradeAll,
 		TCPBeLiberal:      cfg.Conntrack.TCPBeLiberal,
 		Algorithm:         cfg.IPVS.Scheduler,
+		IPVSScheduler:     cfg.IPVS.Scheduler,
+		IPVSTCPTimeout:    cfg.IPVS.TCPTimeout.Duration,
+		IPVSTCPFinTimeout: cfg.IPVS.TCPFinTimeout.Duration,
+		IPVSUDPTimeout:    cfg.IPVS.UDPTimeout.Duration,
 		Logger:            logger,
 	}, f.configFile == "" && !fl.Changed("mode"), nil)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/svcnet/svcnet/internal/agent"
 	"github.com/svcnet/svcnet/internal/controller/manager"
+	"github.com/svcnet/svcnet/internal/proxy/ipvs"
 	"github.com/svcnet/svcnet/internal/proxy/modes"
 	"github.com/svcnet/svcnet/internal/server"
 )
@@ -41,7 +42,7 @@ func (f *upFlags) add(fs *pflag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&f.nodeName, "node-name", host, "name of this host's Node")
 	fs.StringVar(&f.nodeIP, "node-ip", "", "this node's InternalIP (default: the address of the default-route interface)")
-	fs.StringVar(&f.proxyMode, "proxy-mode", "", "proxy mode: nftables, iptables or userspace (default: ConfigMap kube-system/kube-proxy, followed live)")
+	fs.StringVar(&f.proxyMode, "proxy-mode", "", "proxy mode: nftables, iptables, userspace or ipvs (default: ConfigMap kube-system/kube-proxy, followed live)")
 	fs.BoolVar(&f.keepRules, "keep-rules", false, "leave the proxy rules in place on exit")
 	fs.BoolVar(&f.noProxy, "disable-proxy", false, "do not run the node proxy")
 	fs.BoolVar(&f.noDNS, "disable-dns", false, "do not run the node-local cluster DNS")
@@ -58,6 +59,11 @@ func (f *upFlags) preflight() error {
 		need = append(need, "nft")
 	case modes.IPTables:
 		need = append(need, "iptables-restore")
+	case modes.IPVS:
+		need = append(need, "nft")
+		if err := ipvs.CheckKernel(ipvs.DefaultKernelPaths()); err != nil {
+			return fmt.Errorf("--proxy-mode ipvs: %w", err)
+		}
 	}
 	for _, bin := range need {
 		if _, err := exec.LookPath(bin); err != nil {

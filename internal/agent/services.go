@@ -98,6 +98,10 @@ func (a *Agent) runProxy(ctx context.Context) error {
 		MasqueradeAll:     kc.NFTables.MasqueradeAll || kc.IPTables.MasqueradeAll,
 		TCPBeLiberal:      kc.Conntrack.TCPBeLiberal,
 		Algorithm:         kc.IPVS.Scheduler,
+		IPVSScheduler:     kc.IPVS.Scheduler,
+		IPVSTCPTimeout:    kc.IPVS.TCPTimeout.Duration,
+		IPVSTCPFinTimeout: kc.IPVS.TCPFinTimeout.Duration,
+		IPVSUDPTimeout:    kc.IPVS.UDPTimeout.Duration,
 		Logger:            a.log.With("component", "proxy"),
 	}, pc.Mode == "", func(s *modes.Switcher) { sw = s })
 	if a.cfg.CleanupOnExit && !pc.KeepRules && sw != nil {

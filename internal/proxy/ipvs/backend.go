@@ -80,7 +80,7 @@ type Backend struct {
 	// they have connections.
 	draining map[vsKey]map[netip.AddrPort]bool
 	addrs    map[netip.Addr]bool // on the link, as last written
-	nftState map[v1.IPFamily]*nftWritten
+	nft      *nftBook            // nil until the first full sync, and after an error
 
 	lastPartial bool
 	entries     int
@@ -115,7 +115,6 @@ func New(cfg Config) (*Backend, error) {
 		records:  map[proxy.ServicePortName][]*virtualServer{},
 		owners:   map[vsKey]proxy.ServicePortName{},
 		draining: map[vsKey]map[netip.AddrPort]bool{},
-		nftState: map[v1.IPFamily]*nftWritten{},
 	}, nil
 }
 
@@ -379,7 +378,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	if err := b.syncAddrs(full); err != nil {
 		return err
 	}
-	if err := b.syncNFT(ctx, full); err != nil {
+	if err := b.syncNFT(ctx, full, cands); err != nil {
 		return err
 	}
 	b.clearStaleUDP(ctx)
@@ -640,7 +639,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	clear(b.records)
 	clear(b.owners)
 	clear(b.draining)
-	clear(b.nftState)
+	b.nft = nil
 	b.addrs = nil
 	return errors.Join(errs...)
 }

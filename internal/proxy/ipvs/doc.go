@@ -51,21 +51,24 @@
 //	filter-forward, filter-output: drop new connections to addresses of
 //	    the service CIDRs that no Service has
 //
-// The table is small (sets and maps, a chain per source-ranged LB IP) and
-// is rewritten in one transaction only when its content changed.
+// A full sync recreates the table in one transaction; a partial sync
+// writes one transaction of only the element and firewall chain changes
+// (none when nothing changed).
 //
 // # Syncs
 //
-// Each Sync lists the kernel's virtual servers once (GetServices). A
-// partial sync looks only at the services in State.Changed (and added or
-// removed ones); of those, only the virtual servers whose computed plan
-// differs from the one last written are compared with the kernel, and only
-// their real servers are read (GetDestinations) and changed: a one-service
-// change costs O(size of that service). A full sync (first, State.Full,
-// node IP change, after an error) compares everything with the kernel,
-// repairs what differs, and deletes virtual servers nobody wants whose
-// address is on kube-ipvs0 or is a node IP (virtual servers on other
-// addresses belong to someone else and stay).
+// A partial sync looks only at the services in State.Changed (and added
+// or removed ones); of those, only the virtual servers whose computed plan
+// differs from the one last written are read from the kernel (GetService,
+// GetDestinations) and changed: a one-service change costs O(size of that
+// service), in netlink calls and in the nftables delta alike (table
+// elements are reference-counted per service, as two service ports can
+// need the same one); only the kube-ipvs0 address check is an in-memory
+// pass over all services. A full sync (first, State.Full, node IP change,
+// after an error) lists all virtual servers at once (GetServices),
+// compares everything with the kernel, repairs what differs, and deletes
+// virtual servers nobody wants whose address is on kube-ipvs0 or is a node
+// IP (virtual servers on other addresses belong to someone else and stay).
 //
 // A removed TCP or SCTP real server with connections is kept with weight
 // 0 and deleted by a later sync once IPVS counts no connection (graceful
@@ -73,7 +76,17 @@
 // moves its flows at their next packet).
 //
 // Cleanup deletes every IPVS virtual server (svcnet owns IPVS on its
-// nodes, as kube-proxy does), kube-ipvs0 and the tables.
+// nodes, as kube-proxy does), kube-ipvs0 and the tables; CleanupSystem
+// (`svcnet proxy cleanup`, starting in another mode) does so only when
+// kube-ipvs0 exists, and otherwise just removes the tables.
+//
+// Session affinity is IPVS persistence, so it has IPVS's semantics: the
+// persistence template outlives the timeout while any connection it
+// placed is still in IPVS's table, and a closed TCP connection stays there
+// in TIME_WAIT for two minutes (a fixed kernel timeout). Affinity thus
+// ends timeoutSeconds after the client's last connection has left the
+// table, not timeoutSeconds after its last packet (as upstream's ipvs
+// mode).
 //
 // # Kernel
 //

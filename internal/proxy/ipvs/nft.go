@@ -12,6 +12,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
+
+	"github.com/svcnet/svcnet/internal/proxy"
 )
 
 // TableName is the nftables table (families ip and ip6) with what IPVS
@@ -46,18 +48,47 @@ const (
 )
 
 type nftElem struct {
+	fam       v1.IPFamily
 	container string
 	key       string
 	value     string
 }
 
-// nftContent is the per-family, sync-dependent part of the table.
-type nftContent struct {
-	elems     []nftElem
-	firewalls map[string][]netip.Prefix // chain -> allowed sources
+// fwChain is a firewall chain: loadBalancerSourceRanges of one LB IP.
+type fwChain struct {
+	fam    v1.IPFamily
+	ranges string // rendered, for comparison
+	prefix []netip.Prefix
 }
 
-func famMatch(fam v1.IPFamily, a netip.Addr) bool { return a.Is4() == (fam == v1.IPv4Protocol) }
+// svcNFT is what one service port contributes to the tables.
+type svcNFT struct {
+	elems []nftElem
+	fws   map[string]fwChain
+}
+
+// nftBook is the reference-counted record of the tables' contents: two
+// services may need the same element (e.g. one ClusterIP in service-addrs
+// for two ports), so an element goes only when its last user goes.
+type nftBook struct {
+	refs   map[nftElem]int
+	fws    map[string]fwChain
+	perSvc map[proxy.ServicePortName]svcNFT
+	global []nftElem
+}
+
+func newNFTBook() *nftBook {
+	return &nftBook{refs: map[nftElem]int{}, fws: map[string]fwChain{}, perSvc: map[proxy.ServicePortName]svcNFT{}}
+}
+
+func famOf(a netip.Addr) v1.IPFamily {
+	if a.Is4() {
+		return v1.IPv4Protocol
+	}
+	return v1.IPv6Protocol
+}
+
+func famMatch(fam v1.IPFamily, a netip.Addr) bool { return famOf(a) == fam }
 
 func l4(p uint16) string { return strings.ToLower(protoName(p)) }
 
@@ -67,157 +98,217 @@ func firewallChain(k vsKey) string {
 		strings.NewReplacer(":", ".", " ", "-", "[", "", "]", "").Replace(strings.ToLower(k.String()))
 }
 
-func (b *Backend) nftContent(fam v1.IPFamily) nftContent {
-	c := nftContent{firewalls: map[string][]netip.Prefix{}}
+// planNFT is what plan puts in the tables.
+func planNFT(plan []*virtualServer) svcNFT {
+	out := svcNFT{}
 	seen := map[nftElem]bool{}
-	add := func(container, key, value string) {
-		e := nftElem{container, key, value}
+	add := func(fam v1.IPFamily, container, key, value string) {
+		e := nftElem{fam, container, key, value}
 		if !seen[e] {
 			seen[e] = true
-			c.elems = append(c.elems, e)
+			out.elems = append(out.elems, e)
 		}
 	}
+	for _, vs := range plan {
+		fam := famOf(vs.key.addr)
+		a, p, port := vs.key.addr.String(), l4(vs.key.proto), fmt.Sprint(vs.key.port)
+		tuple := a + " . " + p + " . " + port
+		verdict := ""
+		switch vs.noEps {
+		case rejectNoEndpoints:
+			verdict = "goto " + rejectChain
+		case dropNoEndpoints:
+			verdict = "drop"
+		}
+		if vs.entry == EntryNodePort {
+			if vs.masquerade {
+				add(fam, masqNodePortsSet, p+" . "+port, "")
+			}
+			if verdict != "" {
+				add(fam, noEndpointNodePortsMap, p+" . "+port, verdict)
+			}
+		} else {
+			add(fam, serviceIPsSet, tuple, "")
+			add(fam, serviceAddrsSet, a, "")
+			if vs.entry == EntryClusterIP {
+				add(fam, clusterIPsSet, tuple, "")
+			}
+			if vs.masquerade {
+				add(fam, masqServicesSet, tuple, "")
+			}
+			if verdict != "" {
+				add(fam, noEndpointServicesMap, tuple, verdict)
+			}
+			if vs.sourceRanges != nil {
+				ch := firewallChain(vs.key)
+				if out.fws == nil {
+					out.fws = map[string]fwChain{}
+				}
+				out.fws[ch] = fwChain{fam: fam, ranges: fmt.Sprint(vs.sourceRanges), prefix: vs.sourceRanges}
+				add(fam, firewallIPsMap, tuple, "goto "+ch)
+			}
+		}
+		for ap, w := range vs.dests {
+			if w > 0 {
+				ea := ap.Addr().String()
+				add(fam, hairpinSet, ea+" . "+ea+" . "+p+" . "+fmt.Sprint(ap.Port()), "")
+			}
+		}
+	}
+	return out
+}
+
+// nftDelta is the change of the tables' contents in one sync.
+type nftDelta struct {
+	before   map[nftElem]bool
+	fwBefore map[string]*fwChain
+}
+
+func (d *nftDelta) touch(bk *nftBook, e nftElem) {
+	if _, ok := d.before[e]; !ok {
+		d.before[e] = bk.refs[e] > 0
+	}
+}
+
+func (d *nftDelta) touchFW(bk *nftBook, ch string) {
+	if _, ok := d.fwBefore[ch]; !ok {
+		if c, ok := bk.fws[ch]; ok {
+			d.fwBefore[ch] = &c
+		} else {
+			d.fwBefore[ch] = nil
+		}
+	}
+}
+
+func (bk *nftBook) replace(d *nftDelta, old, new svcNFT) {
+	for _, e := range old.elems {
+		d.touch(bk, e)
+		if bk.refs[e]--; bk.refs[e] <= 0 {
+			delete(bk.refs, e)
+		}
+	}
+	for _, e := range new.elems {
+		d.touch(bk, e)
+		bk.refs[e]++
+	}
+	for ch := range old.fws {
+		d.touchFW(bk, ch)
+		delete(bk.fws, ch)
+	}
+	for ch, c := range new.fws {
+		d.touchFW(bk, ch)
+		bk.fws[ch] = c
+	}
+}
+
+// updateNFT brings the record up to date for the candidate services (all
+// of them on a full sync) and the node IPs, and returns what changed.
+func (b *Backend) updateNFT(full bool, cands []proxy.ServicePortName) *nftDelta {
+	if full || b.nft == nil {
+		b.nft = newNFTBook()
+		cands = cands[:0:0]
+		for n := range b.records {
+			cands = append(cands, n)
+		}
+	}
+	d := &nftDelta{before: map[nftElem]bool{}, fwBefore: map[string]*fwChain{}}
+	var global svcNFT
 	for _, ip := range b.nodeIPs {
-		if famMatch(fam, ip) {
-			add(nodePortIPsSet, ip.String(), "")
+		global.elems = append(global.elems, nftElem{famOf(ip), nodePortIPsSet, ip.String(), ""})
+	}
+	b.nft.replace(d, svcNFT{elems: b.nft.global}, global)
+	b.nft.global = global.elems
+	for _, n := range cands {
+		var next svcNFT
+		if plan, ok := b.records[n]; ok {
+			next = planNFT(plan)
+		}
+		b.nft.replace(d, b.nft.perSvc[n], next)
+		if next.elems == nil && next.fws == nil {
+			delete(b.nft.perSvc, n)
+		} else {
+			b.nft.perSvc[n] = next
 		}
 	}
-	for _, plan := range b.records {
-		for _, vs := range plan {
-			if !famMatch(fam, vs.key.addr) {
-				continue
-			}
-			a, p, port := vs.key.addr.String(), l4(vs.key.proto), fmt.Sprint(vs.key.port)
-			tuple := a + " . " + p + " . " + port
-			verdict := ""
-			switch vs.noEps {
-			case rejectNoEndpoints:
-				verdict = "goto " + rejectChain
-			case dropNoEndpoints:
-				verdict = "drop"
-			}
-			if vs.entry == EntryNodePort {
-				if vs.masquerade {
-					add(masqNodePortsSet, p+" . "+port, "")
-				}
-				if verdict != "" {
-					add(noEndpointNodePortsMap, p+" . "+port, verdict)
-				}
-			} else {
-				add(serviceIPsSet, tuple, "")
-				add(serviceAddrsSet, a, "")
-				if vs.entry == EntryClusterIP {
-					add(clusterIPsSet, tuple, "")
-				}
-				if vs.masquerade {
-					add(masqServicesSet, tuple, "")
-				}
-				if verdict != "" {
-					add(noEndpointServicesMap, tuple, verdict)
-				}
-				if vs.sourceRanges != nil {
-					ch := firewallChain(vs.key)
-					c.firewalls[ch] = vs.sourceRanges
-					add(firewallIPsMap, tuple, "goto "+ch)
-				}
-			}
-			for ap, w := range vs.dests {
-				if w > 0 {
-					ea := ap.Addr().String()
-					add(hairpinSet, ea+" . "+ea+" . "+p+" . "+fmt.Sprint(ap.Port()), "")
-				}
-			}
-		}
-	}
-	slices.SortFunc(c.elems, func(x, y nftElem) int {
-		return strings.Compare(x.container+"|"+x.key+"|"+x.value, y.container+"|"+y.key+"|"+y.value)
-	})
-	return c
+	return d
 }
 
-// nftWritten is what a family's table holds, as last written.
-type nftWritten struct {
-	elems     map[nftElem]bool
-	firewalls map[string]string // chain -> its source ranges, rendered
-}
-
-func (c nftContent) written() *nftWritten {
-	w := &nftWritten{elems: make(map[nftElem]bool, len(c.elems)), firewalls: map[string]string{}}
-	for _, e := range c.elems {
-		w.elems[e] = true
-	}
-	for ch, r := range c.firewalls {
-		w.firewalls[ch] = fmt.Sprint(r)
-	}
-	return w
-}
-
-// syncNFT brings each family's table to the current records: on a full
-// sync (or after a failure) by recreating the table in one transaction,
-// otherwise by one transaction of only the element (and firewall chain)
-// changes, none when nothing changed.
-func (b *Backend) syncNFT(ctx context.Context, full bool) error {
+// syncNFT writes the tables: on a full sync by recreating each family's
+// table in one transaction, otherwise one transaction per family of only
+// the element and firewall chain changes, none when nothing changed.
+func (b *Backend) syncNFT(ctx context.Context, full bool, cands []proxy.ServicePortName) error {
+	full = full || b.nft == nil
+	d := b.updateNFT(full, cands)
 	var errs []error
 	for _, fam := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
 		nft := b.cfg.NFT[fam]
 		if nft == nil {
 			continue
 		}
-		c := b.nftContent(fam)
-		old := b.nftState[fam]
 		var tx *knftables.Transaction
-		if full || old == nil {
-			tx = b.nftTransaction(nft, fam, c)
-		} else if tx = b.nftDelta(nft, fam, old, c); tx == nil {
+		if full {
+			tx = b.nftTransaction(nft, fam)
+		} else if tx = b.nftDeltaTx(nft, fam, d); tx == nil {
 			continue
 		}
 		if err := nft.Run(ctx, tx); err != nil {
-			delete(b.nftState, fam)
 			errs = append(errs, fmt.Errorf("ipvs: nftables %s table: %w", fam, err))
-			continue
 		}
-		b.nftState[fam] = c.written()
+	}
+	if len(errs) > 0 {
+		b.nft = nil // rebuilt by the next (full) sync
 	}
 	return errors.Join(errs...)
 }
 
-// nftDelta returns the transaction from old to c, nil when they are equal.
-func (b *Backend) nftDelta(nft knftables.Interface, fam v1.IPFamily, old *nftWritten, c nftContent) *knftables.Transaction {
+func sortedElems(m map[nftElem]bool, keep func(nftElem, bool) bool) []nftElem {
+	var out []nftElem
+	for e, v := range m {
+		if keep(e, v) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(x, y nftElem) int {
+		return strings.Compare(x.container+"|"+x.key+"|"+x.value, y.container+"|"+y.key+"|"+y.value)
+	})
+	return out
+}
+
+// nftDeltaTx returns fam's transaction for d, nil when nothing changed.
+func (b *Backend) nftDeltaTx(nft knftables.Interface, fam v1.IPFamily, d *nftDelta) *knftables.Transaction {
 	tx := nft.NewTransaction()
 	n := 0
-	want := c.written()
-	for e := range old.elems {
-		if !want.elems[e] {
-			tx.Delete(element(e))
-			n++
+	for _, e := range sortedElems(d.before, func(e nftElem, was bool) bool { return e.fam == fam && was && b.nft.refs[e] == 0 }) {
+		tx.Delete(element(e))
+		n++
+	}
+	var added, removed []string
+	for ch, was := range d.fwBefore {
+		now, ok := b.nft.fws[ch]
+		switch {
+		case ok && now.fam == fam && (was == nil || was.ranges != now.ranges):
+			added = append(added, ch)
+		case !ok && was != nil && was.fam == fam:
+			removed = append(removed, ch)
 		}
 	}
-	var newChains []string
-	for ch, r := range want.firewalls {
-		if old.firewalls[ch] != r {
-			newChains = append(newChains, ch)
-		}
-	}
-	slices.Sort(newChains)
-	for _, ch := range newChains {
+	slices.Sort(added)
+	slices.Sort(removed)
+	for _, ch := range added {
 		tx.Add(&knftables.Chain{Name: ch})
 		tx.Flush(&knftables.Chain{Name: ch})
-		for _, r := range firewallRules(fam, c.firewalls[ch]) {
+		for _, r := range firewallRules(fam, b.nft.fws[ch].prefix) {
 			tx.Add(&knftables.Rule{Chain: ch, Rule: r})
 		}
 		n++
 	}
-	for _, e := range c.elems {
-		if !old.elems[e] {
-			tx.Add(element(e))
-			n++
-		}
+	for _, e := range sortedElems(d.before, func(e nftElem, was bool) bool { return e.fam == fam && !was && b.nft.refs[e] > 0 }) {
+		tx.Add(element(e))
+		n++
 	}
-	for ch := range old.firewalls {
-		if _, ok := want.firewalls[ch]; !ok {
-			tx.Delete(&knftables.Chain{Name: ch})
-			n++
-		}
+	for _, ch := range removed {
+		tx.Delete(&knftables.Chain{Name: ch})
+		n++
 	}
 	if n == 0 {
 		return nil
@@ -251,7 +342,7 @@ func firewallRules(fam v1.IPFamily, ranges []netip.Prefix) []string {
 	return append(out, "drop")
 }
 
-func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily, c nftContent) *knftables.Transaction {
+func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily) *knftables.Transaction {
 	ipX, addr := "ip", "ipv4_addr"
 	if fam == v1.IPv6Protocol {
 		ipX, addr = "ip6", "ipv6_addr"
@@ -343,18 +434,24 @@ func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily, c nft
 			rule(ch, "ct state new", ipX, "daddr {", strings.Join(scidrs, ", "), "}", ipX, "daddr != @"+serviceAddrsSet, "drop")
 		}
 	}
-	chains := make([]string, 0, len(c.firewalls))
-	for ch := range c.firewalls {
-		chains = append(chains, ch)
+	var chains []string
+	for ch, c := range b.nft.fws {
+		if c.fam == fam {
+			chains = append(chains, ch)
+		}
 	}
 	slices.Sort(chains)
 	for _, ch := range chains {
 		tx.Add(&knftables.Chain{Name: ch})
-		for _, r := range firewallRules(fam, c.firewalls[ch]) {
+		for _, r := range firewallRules(fam, b.nft.fws[ch].prefix) {
 			tx.Add(&knftables.Rule{Chain: ch, Rule: r})
 		}
 	}
-	for _, e := range c.elems {
+	all := make(map[nftElem]bool, len(b.nft.refs))
+	for e := range b.nft.refs {
+		all[e] = true
+	}
+	for _, e := range sortedElems(all, func(e nftElem, _ bool) bool { return e.fam == fam }) {
 		tx.Add(element(e))
 	}
 	return tx

@@ -99,10 +99,6 @@ func (a *virtualServer) equal(b *virtualServer) bool {
 	return true
 }
 
-func plansEqual(a, b []*virtualServer) bool {
-	return slices.EqualFunc(a, b, (*virtualServer).equal)
-}
-
 func protoNum(p v1.Protocol) (uint16, bool) {
 	switch p {
 	case v1.ProtocolTCP:

@@ -215,9 +215,14 @@ func TestNFTablesDelta(t *testing.T) {
 		{svc{name: "web", cip: []string{"10.96.0.20"}, svcPort: 80, nodePort: 30080}, epList{{"10.244.1.1", 8080, "", "ready"}}.eps()},
 		{svc{name: "gone", cip: []string{"10.96.0.21"}, svcPort: 80, lbIPs: []string{"198.51.100.2"}, sourceRanges: []string{"203.0.113.0/24"}},
 			epList{{"10.244.1.2", 80, "", "ready"}}.eps()},
+		// Shares 10.96.0.20 (service-addrs) and the hairpin element with
+		// web; its removal must keep both.
+		{svc{name: "web", port: "alt", cip: []string{"10.96.0.20"}, svcPort: 81}, epList{{"10.244.1.5", 8080, "", "ready"}}.eps()},
+		{svc{name: "web", port: "same-ep", cip: []string{"10.96.0.20"}, svcPort: 82}, epList{{"10.244.1.1", 8080, "", "ready"}}.eps()},
 	}
 	changed := []svcWithEps{
 		{svc{name: "web", cip: []string{"10.96.0.20"}, svcPort: 80, nodePort: 30080}, nil}, // now no endpoints
+		{svc{name: "web", port: "same-ep", cip: []string{"10.96.0.20"}, svcPort: 82}, epList{{"10.244.1.1", 8080, "", "ready"}}.eps()},
 		{svc{name: "new", cip: []string{"10.96.0.22"}, svcPort: 443, lbIPs: []string{"198.51.100.3"}, sourceRanges: []string{"192.0.2.0/24"}},
 			epList{{"10.244.1.3", 8443, "", "ready"}}.eps()},
 	}
@@ -250,7 +255,7 @@ func TestNFTablesDelta(t *testing.T) {
 	}
 	// Nothing changed: no transaction at all.
 	before := inc.nft[v1.IPv4Protocol].LastTransaction
-	inc.sync(t, next(st2, name(st2, "web")))
+	inc.sync(t, next(st2, name(st2, "new")))
 	if inc.nft[v1.IPv4Protocol].LastTransaction != before {
 		t.Errorf("unchanged state wrote %s", inc.nft[v1.IPv4Protocol].LastTransaction)
 	}

@@ -31,12 +31,14 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/svcnet/svcnet/internal/proxy"
 	"github.com/svcnet/svcnet/internal/proxy/conntrack"
 	"github.com/svcnet/svcnet/internal/proxy/iptables"
+	"github.com/svcnet/svcnet/internal/proxy/ipvs"
 	"github.com/svcnet/svcnet/internal/proxy/nftables"
 	"github.com/svcnet/svcnet/internal/proxy/userspace"
 )
@@ -46,10 +48,11 @@ const (
 	NFTables  = "nftables"
 	IPTables  = "iptables"
 	Userspace = "userspace"
+	IPVS      = "ipvs"
 )
 
 // Supported lists the modes New accepts.
-func Supported() []string { return []string{NFTables, IPTables, Userspace} }
+func Supported() []string { return []string{NFTables, IPTables, Userspace, IPVS} }
 
 // Options are the node facts and settings every mode needs.
 type Options struct {
@@ -63,7 +66,12 @@ type Options struct {
 	// Algorithm is the userspace mode's default load-balancing algorithm
 	// ("" = round robin; a Service may override it by annotation).
 	Algorithm string
-	Logger    *slog.Logger
+	// IPVSScheduler and the IPVS timeouts configure the ipvs mode
+	// (KubeProxyConfiguration ipvs.scheduler, tcpTimeout, tcpFinTimeout,
+	// udpTimeout; zero leaves the kernel's).
+	IPVSScheduler                                     string
+	IPVSTCPTimeout, IPVSTCPFinTimeout, IPVSUDPTimeout time.Duration
+	Logger                                            *slog.Logger
 }
 
 // New returns the backend of mode for both IP families.
@@ -121,6 +129,15 @@ func New(ctx context.Context, mode string, o Options) (proxy.Backend, error) {
 			bs, fams = append(bs, b), append(fams, b)
 		}
 		return &userspaceMode{Backend: proxy.Combine(Userspace, bs...), fams: fams}, nil
+	case IPVS:
+		// Refuses (naming the missing module) on a kernel without IPVS.
+		return ipvs.NewSystem(ipvs.Config{
+			NodeName: o.NodeName, NodeIPs: o.NodeIPs,
+			ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: o.NodePortAddresses,
+			MasqueradeAll: o.MasqueradeAll, Scheduler: o.IPVSScheduler,
+			TCPTimeout: o.IPVSTCPTimeout, TCPFinTimeout: o.IPVSTCPFinTimeout, UDPTimeout: o.IPVSUDPTimeout,
+			Logger: o.Logger,
+		})
 	}
 	return nil, fmt.Errorf("proxy mode %q is not supported (supported: %v)", mode, Supported())
 }
@@ -196,6 +213,8 @@ func cleanupMode(ctx context.Context, mode string) error {
 				return err
 			}
 		}
+	case IPVS:
+		return ipvs.CleanupSystem(ctx)
 	}
 	return nil
 }
