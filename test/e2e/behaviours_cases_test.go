@@ -738,5 +738,13 @@ func testUDPServerCycles(t *testing.T, b *behaviourLab) {
 		t.Fatal(err)
 	}
 	b.mustKubectl(t, "create", "-f", writeManifest(t, agnhostPod("udp-2", "master", "{app: udpcycle}", "", "netexec", "--http-port=8080", "--udp-port=8081")))
-	eventually(t, "udp-2 answering on the same flow", podTimeout, answers("udp-2"))
+	eventually(t, "udp-2 ready", podTimeout, func() error {
+		_, _ = udpAsk(conn) // the client keeps sending, as upstream's
+		p, err := b.c.CoreV1().Pods("default").Get(context.Background(), "udp-2", metav1.GetOptions{})
+		if err == nil && !podReady(p) {
+			err = fmt.Errorf("udp-2 not ready")
+		}
+		return err
+	})
+	eventually(t, "udp-2 answering on the same flow", settle, answers("udp-2"))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,7 +34,7 @@ import (
 // hanging the run; nothing asserts on time.
 const (
 	// settle bounds the wait for the dataplane to follow an API change.
-	settle = 30 * time.Second
+	settle = 20 * time.Second
 	// probeTimeout bounds one connection attempt.
 	probeTimeout = 2 * time.Second
 )
@@ -297,21 +298,11 @@ func servesExactly(t *testing.T, addr string, pods ...string) {
 		if err != nil {
 			return err
 		}
-		if names := slices.Sorted(mapKeys(got)); !slices.Equal(names, want) {
+		if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, want) {
 			return fmt.Errorf("answers %v, want from %v", got, want)
 		}
 		return nil
 	})
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // refused reports whether a TCP connection to addr is actively refused.
@@ -349,7 +340,7 @@ func podDial(podIP, target, protocol string) (string, error) {
 	q := url.Values{"request": {"hostname"}, "protocol": {protocol}, "host": {host}, "port": {port}, "tries": {"1"}}
 	body, err := fetch(net.JoinHostPort(podIP, "8080"), "/dial?"+q.Encode())
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("pod %s dialing %s (%s): no answer within %v: %w", podIP, target, protocol, probeTimeout, err)
 	}
 	var r dialResult
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
@@ -466,7 +457,7 @@ func (b *behaviourLab) labProcessOf(t *testing.T, which string) *labProcess {
 		t.Fatalf("%s process %d: %v", which, p.pid, err)
 	}
 	p.argv = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	if !slices.Contains(p.argv, svcnetBin) && p.argv[0] != svcnetBin {
+	if p.argv[0] != svcnetBin {
 		t.Fatalf("%s process %d runs %q, not %s", which, p.pid, p.argv, svcnetBin)
 	}
 	return p

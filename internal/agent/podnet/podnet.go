@@ -477,6 +477,17 @@ func configureHost(hh *netlink.Handle, host netlink.Link, uid string, ip netip.A
 	if err := hh.LinkSetUp(host); err != nil {
 		return fmt.Errorf("%s up: %w", name, err)
 	}
+	// The gateway address on the node side too, with scope host so that
+	// it is never chosen as a source (node → pod traffic keeps the node's
+	// address, masquerade never picks it): traffic from the pod then arrives
+	// on an interface that has an address, which REDIRECT needs (the
+	// userspace proxy mode redirects a pod's ClusterIP traffic to the
+	// incoming interface's first address); proxy ARP alone leaves it
+	// addressless and such packets are dropped.
+	gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(netip.MustParseAddr(PodGateway), 32)), Scope: int(netlink.SCOPE_HOST)}
+	if err := hh.AddrReplace(host, gw); err != nil {
+		return fmt.Errorf("%s address %s: %w", name, PodGateway, err)
+	}
 	want := netip.PrefixFrom(ip, 32)
 	routes, err := listRoutes(hh, &netlink.Route{LinkIndex: host.Attrs().Index, Protocol: RouteProtocol}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {

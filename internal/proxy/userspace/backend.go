@@ -540,13 +540,24 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
 		b.rules = rs.count()
 	}
 
-	// Only now, with no rule pointing at them, close unused listeners.
+	// Only now, with no rule pointing at them, close unused listeners. A
+	// service that still exists keeps its listener (with no endpoints) even
+	// while it has no endpoints: the conntrack entries of its UDP clients
+	// point at the listener's port, and when endpoints come back the same
+	// port must serve them again (a new port would leave those clients
+	// stuck on the old one for as long as they keep sending).
 	for k, l := range b.listeners {
-		if _, ok := wants[k]; !ok {
-			l.close()
-			delete(b.listeners, k)
-			b.log.Debug("closed listener", "service", k.String())
+		if _, ok := wants[k]; ok {
+			continue
 		}
+		if sp, exists := st.Services[k.name]; exists && (!k.external || sp.ExternallyAccessible()) {
+			cfg := l.cfg.Load()
+			l.update(nil, cfg.alg, cfg.affinity, cfg.tp)
+			continue
+		}
+		l.close()
+		delete(b.listeners, k)
+		b.log.Debug("closed listener", "service", k.String())
 	}
 	if len(errs) > 0 {
 		b.last = "" // rewrite next time, with the missing listeners
