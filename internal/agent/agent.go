@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -160,8 +161,11 @@ type Agent struct {
 	podIndex   cache.Indexer // by UID
 	svcLister  corelisters.ServiceLister
 	nodeLister corelisters.NodeLister
-	queue      workqueue.TypedRateLimitingInterface[string]
-	kubelet    *kubeletserver.Server
+	// sliceLister and lbKick serve the LoadBalancer IP announcer.
+	sliceLister discoverylisters.EndpointSliceLister
+	lbKick      chan struct{}
+	queue       workqueue.TypedRateLimitingInterface[string]
+	kubelet     *kubeletserver.Server
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord // agent-side bookkeeping per pod
@@ -196,6 +200,7 @@ func New(cfg Config) (*Agent, error) {
 		client:   client,
 		pods:     map[types.UID]*podRecord{},
 		lastSeen: map[types.UID]*v1.Pod{},
+		lbKick:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -306,6 +311,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); a.forwardRuntimeEvents(ctx) }()
+	if a.cfg.Proxy != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.announceLoop(ctx) }()
+		if a.cfg.CleanupOnExit && !a.cfg.Proxy.KeepRules {
+			defer func() {
+				if err := a.withdrawLBIPs(); err != nil {
+					a.log.Warn("withdraw LoadBalancer IPs", "err", err)
+				}
+			}()
+		}
+	}
 	a.log.Info("agent ready", "pods", len(a.rt.Pods()))
 
 	select {
@@ -365,11 +381,25 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	a.nodeLister = factory.Core().V1().Nodes().Lister()
 	nodeInf := factory.Core().V1().Nodes().Informer()
 	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.syncNodeRoutes(ctx) },
-		UpdateFunc: func(any, any) { a.syncNodeRoutes(ctx) },
-		DeleteFunc: func(any) { a.syncNodeRoutes(ctx) },
+		AddFunc:    func(any) { a.syncNodeRoutes(ctx); a.kickLB() },
+		UpdateFunc: func(any, any) { a.syncNodeRoutes(ctx); a.kickLB() },
+		DeleteFunc: func(any) { a.syncNodeRoutes(ctx); a.kickLB() },
 	}); err != nil {
 		return err
+	}
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.kickLB() },
+		UpdateFunc: func(any, any) { a.kickLB() },
+		DeleteFunc: func(any) { a.kickLB() },
+	}
+	if _, err := factory.Core().V1().Services().Informer().AddEventHandler(kick); err != nil {
+		return err
+	}
+	if a.cfg.Proxy != nil {
+		a.sliceLister = factory.Discovery().V1().EndpointSlices().Lister()
+		if _, err := factory.Discovery().V1().EndpointSlices().Informer().AddEventHandler(kick); err != nil {
+			return err
+		}
 	}
 	podFactory.Start(ctx.Done())
 	factory.Start(ctx.Done())

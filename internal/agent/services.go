@@ -225,24 +225,13 @@ func ensureServiceRoute(cidr netip.Prefix, nodeIP netip.Addr) error {
 	if routes, err := netlink.RouteGet(probe.AsSlice()); err == nil && len(routes) > 0 {
 		return nil
 	}
-	links, err := netlink.LinkList()
+	l, err := linkWithAddr(nodeIP)
 	if err != nil {
 		return err
 	}
-	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			continue
-		}
-		for _, ad := range addrs {
-			if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == nodeIP {
-				dst := &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), cidr.Addr().BitLen())}
-				return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst,
-					Scope: netlink.SCOPE_LINK, Protocol: serviceRouteProtocol, Src: nodeIP.AsSlice()})
-			}
-		}
-	}
-	return fmt.Errorf("no interface holds the node IP %s", nodeIP)
+	dst := &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), cidr.Addr().BitLen())}
+	return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst,
+		Scope: netlink.SCOPE_LINK, Protocol: serviceRouteProtocol, Src: nodeIP.AsSlice()})
 }
 
 // removeServiceRoutes deletes the routes ensureServiceRoute added.

@@ -748,3 +748,26 @@ func testUDPServerCycles(t *testing.T, b *behaviourLab) {
 	})
 	eventually(t, "udp-2 answering on the same flow", settle, answers("udp-2"))
 }
+
+// testLoadBalancerIP: a LoadBalancer Service gets an IP from the lab's pool
+// (the server's service-lb controller), one node announces it on the
+// segment (it holds the IP and answers ARP), and the host reaches the pods
+// through it, as the seed's external load balancer would.
+func testLoadBalancerIP(t *testing.T, b *behaviourLab) {
+	ctx := context.Background()
+	b.mustKubectl(t, "create", "-f", writeManifest(t, webServiceYAML("lb", "LoadBalancer")))
+	t.Cleanup(func() { _ = b.c.CoreV1().Services("default").Delete(ctx, "lb", metav1.DeleteOptions{}) })
+	var ip string
+	eventually(t, "an ingress IP from the pool", settle, func() error {
+		s := b.svc(t, "lb")
+		if len(s.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("no ingress IP yet")
+		}
+		ip = s.Status.LoadBalancer.Ingress[0].IP
+		return nil
+	})
+	if !strings.HasPrefix(ip, "192.168.77.2") {
+		t.Fatalf("ingress IP %s is not from the pool 192.168.77.200-220", ip)
+	}
+	servesExactly(t, net.JoinHostPort(ip, "80"), webPods...)
+}

@@ -105,6 +105,7 @@ var behaviours = []struct {
 	{"should fallback to terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster", testTerminatingFallback},
 	{"should serve endpoints on same port and different protocols", testSamePortDifferentProtocols},
 	{"should be able to preserve UDP traffic when server pod cycles for a NodePort service", testUDPServerCycles},
+	{"should serve a LoadBalancer IP from the pool to the host (L2 announcement)", testLoadBalancerIP},
 	{"should work after restarting kube-proxy", testRestartAgent},
 	{"should work after restarting apiserver", testRestartServer},
 }
