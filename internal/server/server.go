@@ -67,6 +67,15 @@ const (
 // klogOnce guards the one-time routing of klog into the first Run's logger.
 var klogOnce sync.Once
 
+// InitKlog points klog (client-go and apimachinery log through it) at
+// logger, once per process: the first call wins. Run calls it; a test
+// binary that starts servers while other goroutines already log through
+// klog calls it first (at init), so the global is never written while they
+// read it.
+func InitKlog(logger *slog.Logger) {
+	klogOnce.Do(func() { klog.SetSlogLogger(logger.With("component", "klog")) })
+}
+
 // Run runs the API server until ctx is cancelled or a component fails. It
 // returns nil after a clean shutdown caused by ctx.
 func Run(ctx context.Context, cfg Config) error {
@@ -79,7 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// klog is process-global: set it once, so a second Run in the same
 	// process (tests restart servers under running clients) does not race
 	// with goroutines logging through it.
-	klogOnce.Do(func() { klog.SetSlogLogger(r.Logger.With("component", "klog")) })
+	InitKlog(r.Logger)
 
 	var stack stopStack
 	defer func() {

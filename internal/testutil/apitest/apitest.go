@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -42,6 +43,13 @@ type Options struct {
 }
 
 // Start runs a server until the test ends.
+// klog is process-global; set it before any test goroutine can log through
+// it (server.Run would otherwise set it in the middle of a test binary's
+// run, racing with clients of earlier tests). Only warnings and errors.
+func init() {
+	server.InitKlog(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	dir := opts.DataDir
