@@ -134,7 +134,7 @@ var controllers = []controller{
 		}
 		return gc.New(d.log, md, d.client.Discovery(), gc.Options{}), nil
 	}},
-	{scheduler.Name, 2, func(d deps) (runner, error) {
+	{scheduler.Name, 8, func(d deps) (runner, error) {
 		return scheduler.New(d.client, d.factory, scheduler.Config{Logger: d.log})
 	}},
 	{nodeipam.Name, 1, func(d deps) (runner, error) {
