@@ -197,16 +197,22 @@ spec:
 	for _, p := range pods {
 		names[p.Name] = true
 	}
-	seen := map[string]int{}
-	for range 30 {
-		seen[httpGet(t, "http://10.97.1.1/hostname")]++
-	}
-	t.Logf("curl 10.97.1.1/hostname ×30: %v", seen)
-	for n := range names {
-		if seen[n] == 0 {
-			t.Errorf("pod %s never answered through the ClusterIP: %v", n, seen)
+	// Ready pods reach the EndpointSlice and then the rules a moment later:
+	// curl in rounds of 30 until every pod has answered within one round.
+	var seen map[string]int
+	waitFor(t, "every pod answering through the ClusterIP within 30 requests", func() (bool, error) {
+		seen = map[string]int{}
+		for range 30 {
+			seen[httpGet(t, "http://10.97.1.1/hostname")]++
 		}
-	}
+		for n := range names {
+			if seen[n] == 0 {
+				return false, fmt.Errorf("pod %s did not answer: %v", n, seen)
+			}
+		}
+		return true, nil
+	})
+	t.Logf("curl 10.97.1.1/hostname ×30: %v", seen)
 
 	// DNS from a pod: resolv.conf points at 10.96.0.10, which the proxy
 	// sends to the node-local DNS.
