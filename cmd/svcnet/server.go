@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -47,15 +48,12 @@ func (f *serverFlags) add(fs *pflag.FlagSet) {
 	_ = fs.MarkHidden("embedded-etcd-unsafe-no-fsync")
 }
 
-// run runs the server until SIGINT or SIGTERM.
-func (f *serverFlags) run(cmd *cobra.Command) error {
-	logger, err := newLogger(f.logLevel)
-	if err != nil {
-		return err
-	}
+// config is the server configuration the flags describe, with the
+// controllers wired in (shared by `server` and `up`).
+func (f *serverFlags) config(logger *slog.Logger) (server.Config, error) {
 	disabled, err := manager.ParseControllers(f.controllers)
 	if err != nil {
-		return fmt.Errorf("--controllers: %w", err)
+		return server.Config{}, fmt.Errorf("--controllers: %w", err)
 	}
 	cfg := f.cfg
 	cfg.Logger = logger
@@ -66,6 +64,19 @@ func (f *serverFlags) run(cmd *cobra.Command) error {
 		return manager.Run(ctx, mgr)
 	}
 	cfg.Version = server.DefaultVersion
+	return cfg, nil
+}
+
+// run runs the server until SIGINT or SIGTERM.
+func (f *serverFlags) run(cmd *cobra.Command) error {
+	logger, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := f.config(logger)
+	if err != nil {
+		return err
+	}
 	cfg.OnReady = func(info server.Info) {
 		w := cmd.ErrOrStderr()
 		fmt.Fprintf(w, "\nsvcnet API server is ready at %s\n", info.URL)

@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcnet/svcnet/internal/agent"
-	"github.com/svcnet/svcnet/internal/controller/manager"
 	"github.com/svcnet/svcnet/internal/proxy/ipvs"
 	"github.com/svcnet/svcnet/internal/proxy/modes"
 	"github.com/svcnet/svcnet/internal/server"
@@ -129,23 +128,14 @@ func (f *upFlags) run(cmd *cobra.Command) error {
 	if f.nodeName == "" {
 		return errors.New("--node-name is required (the hostname is empty)")
 	}
-	disabled, err := manager.ParseControllers(sf.controllers)
-	if err != nil {
-		return fmt.Errorf("--controllers: %w", err)
-	}
 	w := cmd.ErrOrStderr()
-	cfg := sf.cfg
-	cfg.Logger = logger
+	cfg, err := sf.config(logger)
+	if err != nil {
+		return err
+	}
 	if cfg.AdvertiseAddress == "" {
 		cfg.AdvertiseAddress = nodeIP.String()
 	}
-	mgr := sf.mgr
-	mgr.Logger, mgr.Disabled = logger, disabled
-	cfg.Controllers = func(ctx context.Context, admin *rest.Config) error {
-		mgr.Rest = admin
-		return manager.Run(ctx, mgr)
-	}
-	cfg.Version = server.DefaultVersion
 
 	sigCtx, stopSignals := signalContext()
 	defer stopSignals()
@@ -172,7 +162,7 @@ func (f *upFlags) run(cmd *cobra.Command) error {
 		}
 		if !f.noProxy {
 			ac.Proxy = &agent.ProxyConfig{Mode: f.proxyMode, KeepRules: f.keepRules}
-			if p, err := netip.ParsePrefix(mgr.ClusterCIDR); err == nil {
+			if p, err := netip.ParsePrefix(sf.mgr.ClusterCIDR); err == nil {
 				ac.Proxy.ClusterCIDRs = []netip.Prefix{p}
 			}
 			if p, err := netip.ParsePrefix(cfg.ServiceClusterIPRange); err == nil {

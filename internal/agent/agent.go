@@ -13,10 +13,13 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
@@ -227,7 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
-	a.rec = broadcaster.NewRecorder(eventScheme(), v1.EventSource{Component: "kubelet", Host: a.cfg.NodeName})
+	a.rec = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: a.cfg.NodeName})
 
 	// The kubelet port first: the Node object advertises its port.
 	ks, err := kubeletserver.New(kubeletserver.Config{
@@ -352,7 +355,7 @@ func (a *Agent) startInformers(ctx context.Context) error {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"})
 
 	podFactory := informers.NewSharedInformerFactoryWithOptions(a.client, 0,
-		informers.WithTweakListOptions(func(o *metav1ListOptions) {
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
 		}))
 	podInf := podFactory.Core().V1().Pods().Informer()
@@ -477,7 +480,7 @@ func (a *Agent) syncNodeRoutes(ctx context.Context) {
 	if a.net == nil || a.nodeLister == nil {
 		return
 	}
-	nodes, err := a.nodeLister.List(labelsEverything())
+	nodes, err := a.nodeLister.List(labels.Everything())
 	if err != nil {
 		return
 	}

@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,11 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 
 	"github.com/svcnet/svcnet/internal/version"
@@ -31,12 +30,6 @@ const maxPods = 110
 
 // leaseNamespace holds the node heartbeat Leases.
 const leaseNamespace = "kube-node-lease"
-
-type metav1ListOptions = metav1.ListOptions
-
-func labelsEverything() labels.Selector { return labels.Everything() }
-
-func eventScheme() *kruntime.Scheme { return scheme.Scheme }
 
 // registerNode creates this agent's Node, or brings an existing one (a
 // restart, or a re-registration after deletion) up to date, and returns it.
@@ -95,13 +88,9 @@ func (a *Agent) fillNode(n *v1.Node) {
 // endpoint.
 func (a *Agent) fillNodeStatus(n *v1.Node) {
 	now := metav1.Now()
-	host, _ := os.Hostname()
 	n.Status.Addresses = []v1.NodeAddress{
 		{Type: v1.NodeInternalIP, Address: a.cfg.NodeIP.String()},
 		{Type: v1.NodeHostName, Address: a.cfg.NodeName},
-	}
-	if host != "" && host != a.cfg.NodeName {
-		n.Status.Addresses[1].Address = a.cfg.NodeName
 	}
 	capacity := v1.ResourceList{
 		v1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
@@ -142,13 +131,9 @@ func (a *Agent) fillNodeStatus(n *v1.Node) {
 
 func (a *Agent) kubeletPort() int {
 	if a.kubelet != nil {
-		if ap, err := netip.ParseAddrPort(a.kubelet.Addr()); err == nil {
-			return int(ap.Port())
-		}
-		if i := strings.LastIndexByte(a.kubelet.Addr(), ':'); i >= 0 {
-			var p int
-			if _, err := fmt.Sscanf(a.kubelet.Addr()[i+1:], "%d", &p); err == nil {
-				return p
+		if _, p, err := net.SplitHostPort(a.kubelet.Addr()); err == nil {
+			if port, err := strconv.Atoi(p); err == nil {
+				return port
 			}
 		}
 	}

@@ -398,14 +398,11 @@ func (a *Agent) terminate(ctx context.Context, pod *v1.Pod) error {
 // nil (nothing known but the UID).
 func (a *Agent) teardown(ctx context.Context, uid types.UID, pod *v1.Pod, grace time.Duration) error {
 	a.stopProbes(uid)
-	if p, ok := a.rt.Sandbox(string(uid)); ok || pod != nil {
-		_ = p
-		if pod != nil && grace > 0 {
-			for _, c := range pod.Spec.Containers {
-				if st, ok := a.rt.ContainerStatus(string(uid), c.Name); ok && st.State == runtime.StateRunning {
-					if err := a.rt.StopContainer(ctx, string(uid), c.Name, grace); err != nil {
-						a.log.Warn("stop container", "uid", uid, "container", c.Name, "err", err)
-					}
+	if pod != nil && grace > 0 {
+		for _, c := range pod.Spec.Containers {
+			if st, ok := a.rt.ContainerStatus(string(uid), c.Name); ok && st.State == runtime.StateRunning {
+				if err := a.rt.StopContainer(ctx, string(uid), c.Name, grace); err != nil {
+					a.log.Warn("stop container", "uid", uid, "container", c.Name, "err", err)
 				}
 			}
 		}

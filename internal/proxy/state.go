@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -159,4 +162,78 @@ func NewState(nodeName string) *State {
 		Endpoints: map[ServicePortName][]Endpoint{},
 		Changed:   map[ServicePortName]struct{}{},
 	}
+}
+
+// CompareServicePortNames orders names by namespace, name, port name and
+// protocol: the order every backend writes its rules in.
+func CompareServicePortNames(x, y ServicePortName) int {
+	return cmp.Or(
+		strings.Compare(x.Namespace, y.Namespace),
+		strings.Compare(x.Name, y.Name),
+		strings.Compare(x.Port, y.Port),
+		strings.Compare(string(x.Protocol), string(y.Protocol)),
+	)
+}
+
+// SyncCandidates returns, sorted, the service ports a backend must look at
+// to program st: every one for a full sync; otherwise the Changed ones, the
+// ones the backend still has rules for (known) that st no longer holds, and
+// the ones st holds that the backend does not know yet (Changed lists
+// deletions too, but the check is cheap and keeps a sloppy caller from
+// leaving a deleted service behind).
+func SyncCandidates[V any](st *State, full bool, known map[ServicePortName]V) []ServicePortName {
+	var out []ServicePortName
+	if full {
+		out = make([]ServicePortName, 0, len(st.Services))
+		for n := range st.Services {
+			out = append(out, n)
+		}
+	} else {
+		seen := map[ServicePortName]bool{}
+		add := func(n ServicePortName) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+		for n := range st.Changed {
+			add(n)
+		}
+		for n := range known {
+			if _, ok := st.Services[n]; !ok {
+				add(n)
+			}
+		}
+		if len(known) != len(st.Services) {
+			for n := range st.Services {
+				if _, ok := known[n]; !ok {
+					add(n)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, CompareServicePortNames)
+	return out
+}
+
+// AddrsOfFamily returns the addresses of addrs in one IP family.
+func AddrsOfFamily(addrs []netip.Addr, ipv6 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if a.Is4() == !ipv6 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// EndpointsOfFamily returns the endpoints of eps in one IP family.
+func EndpointsOfFamily(eps []Endpoint, ipv6 bool) []Endpoint {
+	out := make([]Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if e.IP.Is4() == !ipv6 {
+			out = append(out, e)
+		}
+	}
+	return out
 }

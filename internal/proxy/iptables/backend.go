@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -222,13 +221,4 @@ var jumps = []jump{
 var topChains = map[string][]string{
 	tableFilter: {kubeServicesChain, kubeExternalServicesChain, kubeForwardChain, kubeNodePortsChain, kubeProxyFirewallChain},
 	tableNAT:    {kubeServicesChain, kubeNodePortsChain, kubePostroutingChain, kubeMarkMasqChain},
-}
-
-func cmpName(x, y proxy.ServicePortName) int {
-	for _, c := range [][2]string{{x.Namespace, y.Namespace}, {x.Name, y.Name}, {x.Port, y.Port}, {string(x.Protocol), string(y.Protocol)}} {
-		if c := strings.Compare(c[0], c[1]); c != 0 {
-			return c
-		}
-	}
-	return 0
 }

@@ -66,23 +66,11 @@ func (p *svcPlan) chain(name string) *chainPlan {
 }
 
 func (b *Backend) familyAddrs(addrs []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range addrs {
-		if a.Is4() == !b.ipv6 {
-			out = append(out, a)
-		}
-	}
-	return out
+	return proxy.AddrsOfFamily(addrs, b.ipv6)
 }
 
 func (b *Backend) familyEndpoints(eps []proxy.Endpoint) []proxy.Endpoint {
-	out := make([]proxy.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if e.IP.Is4() == !b.ipv6 {
-			out = append(out, e)
-		}
-	}
-	return out
+	return proxy.EndpointsOfFamily(eps, b.ipv6)
 }
 
 // host renders a as a host prefix ("10.0.0.1/32", "fd00::1/128").

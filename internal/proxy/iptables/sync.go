@@ -105,38 +105,11 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	// Records are updated in place; a failure forces a full sync, which
 	// rebuilds them from scratch.
 	old := b.records
-	var cands []proxy.ServicePortName
+	cands := proxy.SyncCandidates(st, full, old)
 	if full {
-		cands = slices.Collect(maps.Keys(st.Services))
 		b.records = map[proxy.ServicePortName]*svcPlan{}
 		b.svcRules = 0
-	} else {
-		seen := map[proxy.ServicePortName]bool{}
-		add := func(n proxy.ServicePortName) {
-			if !seen[n] {
-				seen[n] = true
-				cands = append(cands, n)
-			}
-		}
-		for n := range st.Changed {
-			add(n)
-		}
-		// Changed lists deletions too; checking costs little and keeps a
-		// sloppy caller from leaving a deleted service behind.
-		for n := range b.records {
-			if _, ok := st.Services[n]; !ok {
-				add(n)
-			}
-		}
-		if len(b.records) != len(st.Services) {
-			for n := range st.Services {
-				if _, ok := b.records[n]; !ok {
-					add(n)
-				}
-			}
-		}
 	}
-	slices.SortFunc(cands, cmpName)
 
 	pl := newPayload()
 	nat := pl.write[tableNAT]

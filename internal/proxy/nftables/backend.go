@@ -239,36 +239,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	}
 
 	// Decide which services to look at.
-	var cands []proxy.ServicePortName
-	if full {
-		for n := range st.Services {
-			cands = append(cands, n)
-		}
-	} else {
-		seen := map[proxy.ServicePortName]bool{}
-		add := func(n proxy.ServicePortName) {
-			if !seen[n] {
-				seen[n] = true
-				cands = append(cands, n)
-			}
-		}
-		for n := range st.Changed {
-			add(n)
-		}
-		for n := range b.records {
-			if _, ok := st.Services[n]; !ok {
-				add(n)
-			}
-		}
-		if len(b.records) != len(st.Services) {
-			for n := range st.Services {
-				if _, ok := b.records[n]; !ok {
-					add(n)
-				}
-			}
-		}
-	}
-	slices.SortFunc(cands, func(x, y proxy.ServicePortName) int { return cmpName(x, y) })
+	cands := proxy.SyncCandidates(st, full, b.records)
 
 	newRecords := b.records
 	var udpStale []conntrack.Stale
@@ -477,29 +448,6 @@ func keepEqual(a, b map[netip.AddrPort]bool) bool {
 		}
 	}
 	return true
-}
-
-func cmpName(x, y proxy.ServicePortName) int {
-	switch {
-	case x.Namespace != y.Namespace:
-		return cmpStr(x.Namespace, y.Namespace)
-	case x.Name != y.Name:
-		return cmpStr(x.Name, y.Name)
-	case x.Port != y.Port:
-		return cmpStr(x.Port, y.Port)
-	default:
-		return cmpStr(string(x.Protocol), string(y.Protocol))
-	}
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ErrNotFound reports whether err is an nftables "no such object" error.

@@ -89,23 +89,11 @@ func (p *svcPlan) equal(q *svcPlan) bool {
 
 // familyAddrs returns the addresses of addrs in the backend's family.
 func (b *Backend) familyAddrs(addrs []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range addrs {
-		if a.Is4() == !b.ipv6 {
-			out = append(out, a)
-		}
-	}
-	return out
+	return proxy.AddrsOfFamily(addrs, b.ipv6)
 }
 
 func (b *Backend) familyEndpoints(eps []proxy.Endpoint) []proxy.Endpoint {
-	out := make([]proxy.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if e.IP.Is4() == !b.ipv6 {
-			out = append(out, e)
-		}
-	}
-	return out
+	return proxy.EndpointsOfFamily(eps, b.ipv6)
 }
 
 // render builds the plan for one service port, or nil when the service has

@@ -408,7 +408,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
 	for n := range st.Services {
 		names = append(names, n)
 	}
-	slices.SortFunc(names, cmpName)
+	slices.SortFunc(names, proxy.CompareServicePortNames)
 	for _, n := range names {
 		sp := st.Services[n]
 		cips := b.familyAddrs(sp.ClusterIPs)
@@ -565,14 +565,8 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
 	return errors.Join(errs...)
 }
 
-func (b *Backend) familyAddrs(as []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range as {
-		if a.Is4() == !b.ipv6 {
-			out = append(out, a)
-		}
-	}
-	return out
+func (b *Backend) familyAddrs(addrs []netip.Addr) []netip.Addr {
+	return proxy.AddrsOfFamily(addrs, b.ipv6)
 }
 
 // nodePortIPs computes the addresses NodePorts answer on.
@@ -583,17 +577,4 @@ func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
 		b.log.Error("listing local addresses for NodePorts", "err", err)
 	}
 	return out
-}
-
-func cmpName(x, y proxy.ServicePortName) int {
-	if c := strings.Compare(x.Namespace, y.Namespace); c != 0 {
-		return c
-	}
-	if c := strings.Compare(x.Name, y.Name); c != 0 {
-		return c
-	}
-	if c := strings.Compare(x.Port, y.Port); c != 0 {
-		return c
-	}
-	return strings.Compare(string(x.Protocol), string(y.Protocol))
 }
