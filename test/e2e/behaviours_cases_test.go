@@ -303,22 +303,25 @@ spec:
 `, name, nodePort)
 }
 
+// Fixed nodePorts come from the static band (30000-30085), which the
+// server never hands out dynamically, so other Services of the suite (a
+// LoadBalancer, NodePorts without a fixed port) cannot take them first.
 func testNodePortCollision(t *testing.T, b *behaviourLab) {
-	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-collide-1", 30111)))
-	out, err := b.kubectl("create", "-f", writeManifest(t, nodePortYAML("np-collide-2", 30111)))
+	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-collide-1", 30011)))
+	out, err := b.kubectl("create", "-f", writeManifest(t, nodePortYAML("np-collide-2", 30011)))
 	if err == nil || !strings.Contains(out, "provided port is already allocated") {
-		t.Fatalf("second Service on nodePort 30111: %v, want an 'already allocated' error:\n%s", err, out)
+		t.Fatalf("second Service on nodePort 30011: %v, want an 'already allocated' error:\n%s", err, out)
 	}
 	t.Logf("kubectl: %s", strings.TrimSpace(out))
 	b.deleteSvc(t, "np-collide-1")
-	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-collide-2", 30111)))
-	servesExactly(t, b.nodeIPs["work2"]+":30111", webPods...)
+	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-collide-2", 30011)))
+	servesExactly(t, b.nodeIPs["work2"]+":30011", webPods...)
 	b.deleteSvc(t, "np-collide-2")
 }
 
 func testNodePortRange(t *testing.T, b *behaviourLab) {
 	const rangeErr = "provided port is not in the valid range. The range of valid ports is 30000-32767"
-	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-range", 30112)))
+	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-range", 30012)))
 	out, err := b.kubectl("patch", "svc", "np-range", "--type=json", "-p", `[{"op":"replace","path":"/spec/ports/0/nodePort","value":29999}]`)
 	if err == nil || !strings.Contains(out, rangeErr) {
 		t.Errorf("update to nodePort 29999: %v, want %q:\n%s", err, rangeErr, out)
@@ -332,22 +335,22 @@ func testNodePortRange(t *testing.T, b *behaviourLab) {
 }
 
 func testReleaseNodePort(t *testing.T, b *behaviourLab) {
-	const port = 30222
+	const port = 30022
 	b.mustKubectl(t, "create", "-f", writeManifest(t, nodePortYAML("np-release", port)))
-	servesExactly(t, b.nodeIPs["work1"]+":30222", webPods...)
-	if rules := b.nodeRules(t, "work1"); !strings.Contains(rules, "30222") {
-		t.Fatalf("work1's rules do not mention nodePort 30222 while it serves:\n%s", rules)
+	servesExactly(t, b.nodeIPs["work1"]+":30022", webPods...)
+	if rules := b.nodeRules(t, "work1"); !strings.Contains(rules, "30022") {
+		t.Fatalf("work1's rules do not mention nodePort 30022 while it serves:\n%s", rules)
 	}
 	b.deleteSvc(t, "np-release")
 	for node, ip := range b.nodeIPs {
-		eventually(t, node+" releasing nodePort 30222", settle, func() error {
-			if rules := b.nodeRules(t, node); strings.Contains(rules, "30222") {
-				return fmt.Errorf("rules still mention 30222:\n%s", grepLines(rules, "30222"))
+		eventually(t, node+" releasing nodePort 30022", settle, func() error {
+			if rules := b.nodeRules(t, node); strings.Contains(rules, "30022") {
+				return fmt.Errorf("rules still mention 30022:\n%s", grepLines(rules, "30022"))
 			}
 			if l := b.nodeListeners(t, node, port); l != "" {
 				return fmt.Errorf("still listening: %s", l)
 			}
-			return notServing(ip + ":30222")
+			return notServing(ip + ":30022")
 		})
 	}
 	// The port is free again.
