@@ -11,7 +11,12 @@
 //     EndpointsAdapter write them: the Endpoints carry
 //     endpointslice.kubernetes.io/skip-mirror=true (so the mirroring
 //     controller leaves them alone) and the EndpointSlice only the
-//     kubernetes.io/service-name label.
+//     kubernetes.io/service-name label;
+//   - (EnsureServiceCIDR) the ServiceCIDR "kubernetes" holding the service
+//     CIDR, with its Ready condition, as kube-apiserver's default ServiceCIDR
+//     controller writes it;
+//   - (EnsureKubeDNS, EnsureKubeProxyConfigMap) Service kube-system/kube-dns
+//     and ConfigMap kube-system/kube-proxy.
 //
 // Ensure is idempotent: run it at every server start. Missing objects are
 // created, the Endpoints and EndpointSlice are rewritten when the API

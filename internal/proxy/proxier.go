@@ -272,6 +272,11 @@ func (p *Proxier) Run(ctx context.Context) error {
 		return fmt.Errorf("proxy: node handler: %w", err)
 	}
 
+	cidrsSynced, err := watchServiceCIDRs(p.client, p.opts.ConfigSyncPeriod, p.Tracker, p.changed, p.log, ctx.Done())
+	if err != nil {
+		return err
+	}
+
 	svcFactory.Start(ctx.Done())
 	sliceFactory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
@@ -287,6 +292,17 @@ func (p *Proxier) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, sliceInf.HasSynced) {
 		<-runDone
 		return ctx.Err()
+	}
+	if cidrsSynced != nil {
+		// Give the ServiceCIDRs a moment so the first sync already drops
+		// the right ranges, but never hold the proxy back for them (a
+		// credential that may not list them would): when they arrive
+		// later, the next sync is a full one.
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		if !cache.WaitForCacheSync(wctx.Done(), cidrsSynced) && ctx.Err() == nil {
+			p.log.Warn("ServiceCIDRs not listed within 5s; starting with the configured service CIDRs")
+		}
+		wcancel()
 	}
 	p.Tracker.SetSynced(true, true)
 	p.Health.Queued()

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -116,6 +119,20 @@ func TestProxierAgainstAPIServer(t *testing.T) {
 	}
 	if !st.Full {
 		t.Errorf("first sync was not full")
+	}
+	// The server serves ServiceCIDRs and bootstraps the default one: the
+	// proxy drops unallocated addresses of exactly those ranges, and follows
+	// a range added at run time with a full sync.
+	if want := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}; !slices.Equal(st.ServiceCIDRs, want) {
+		t.Errorf("first sync: ServiceCIDRs %v, want the default ServiceCIDR %v", st.ServiceCIDRs, want)
+	}
+	if _, err := c.NetworkingV1().ServiceCIDRs().Create(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"},
+		Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.100.0.0/24"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st = be.waitFor(t, "the added ServiceCIDR", func(st *State) bool { return len(st.ServiceCIDRs) == 2 })
+	if !st.Full || st.ServiceCIDRs[1] != netip.MustParsePrefix("10.100.0.0/24") {
+		t.Errorf("after adding a ServiceCIDR: full %v, ServiceCIDRs %v", st.Full, st.ServiceCIDRs)
 	}
 
 	hcURL := "http://127.0.0.1:" + itoa(hcPort) + "/"

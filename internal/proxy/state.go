@@ -147,6 +147,13 @@ type State struct {
 	Services  map[ServicePortName]*ServicePort
 	Endpoints map[ServicePortName][]Endpoint
 
+	// ServiceCIDRs are the spec.cidrs of the cluster's ServiceCIDR objects
+	// (networking.k8s.io/v1): traffic to an unallocated address in them is
+	// dropped. Nil when they are not known (an API server that does not serve
+	// ServiceCIDRs, or before the first list): backends then use the CIDRs
+	// they were configured with (--service-cidr). See ServiceCIDRsOfFamily.
+	ServiceCIDRs []netip.Prefix
+
 	Changed map[ServicePortName]struct{}
 	Full    bool
 
@@ -222,6 +229,23 @@ func AddrsOfFamily(addrs []netip.Addr, ipv6 bool) []netip.Addr {
 	for _, a := range addrs {
 		if a.Is4() == !ipv6 {
 			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ServiceCIDRsOfFamily returns the service CIDRs a backend of one IP family
+// programs: st.ServiceCIDRs when known, else configured; masked, in order,
+// without duplicates.
+func ServiceCIDRsOfFamily(st *State, configured []netip.Prefix, ipv6 bool) []netip.Prefix {
+	src := configured
+	if st != nil && st.ServiceCIDRs != nil {
+		src = st.ServiceCIDRs
+	}
+	var out []netip.Prefix
+	for _, p := range src {
+		if p.Addr().Is4() == !ipv6 && !slices.Contains(out, p.Masked()) {
+			out = append(out, p.Masked())
 		}
 	}
 	return out

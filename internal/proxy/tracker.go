@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"cmp"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,8 +36,12 @@ type Tracker struct {
 	// snapshot, so deleted ports appear in State.Changed.
 	lastPorts map[types.NamespacedName][]ServicePortName
 
-	nodeIPs     []netip.Addr
-	nodeZone    string
+	nodeIPs  []netip.Addr
+	nodeZone string
+	// serviceCIDRs are the cluster's ServiceCIDRs (nil: not known).
+	serviceCIDRs []netip.Prefix
+	// nodeChanged is set when something every service depends on changed
+	// (node addresses or zone, service CIDRs): the next snapshot is full.
 	nodeChanged bool
 	generation  uint64
 	// synced flags are set once each informer has delivered its initial list.
@@ -167,6 +173,32 @@ func (t *Tracker) UpdateNode(node *v1.Node) bool {
 	return true
 }
 
+// SetServiceCIDRs records the spec.cidrs of every ServiceCIDR object and
+// reports whether they changed; a change makes the next snapshot full.
+// cidrs nil means "not known" (backends fall back to their configuration);
+// an empty, non-nil slice means there are none.
+func (t *Tracker) SetServiceCIDRs(cidrs []netip.Prefix) bool {
+	var norm []netip.Prefix
+	if cidrs != nil {
+		norm = []netip.Prefix{}
+		for _, p := range cidrs {
+			if !slices.Contains(norm, p.Masked()) {
+				norm = append(norm, p.Masked())
+			}
+		}
+		slices.SortFunc(norm, func(a, b netip.Prefix) int {
+			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+		})
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if (norm == nil) == (t.serviceCIDRs == nil) && slices.Equal(norm, t.serviceCIDRs) {
+		return false
+	}
+	t.serviceCIDRs, t.nodeChanged = norm, true
+	return true
+}
+
 // SetSynced marks the initial lists as delivered.
 func (t *Tracker) SetSynced(services, slices bool) {
 	t.mu.Lock()
@@ -199,14 +231,16 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 	defer t.mu.Unlock()
 	t.generation++
 	st := &State{
-		NodeName:   t.nodeName,
-		NodeZone:   t.nodeZone,
-		NodeIPs:    append([]netip.Addr(nil), t.nodeIPs...),
-		Services:   make(map[ServicePortName]*ServicePort, len(t.services)),
-		Endpoints:  make(map[ServicePortName][]Endpoint, len(t.services)),
-		Changed:    make(map[ServicePortName]struct{}, len(t.dirty)),
-		Full:       full || t.nodeChanged,
-		Generation: t.generation,
+		NodeName: t.nodeName,
+		NodeZone: t.nodeZone,
+		NodeIPs:  append([]netip.Addr(nil), t.nodeIPs...),
+		// SetServiceCIDRs replaces the slice, never mutates it.
+		ServiceCIDRs: t.serviceCIDRs,
+		Services:     make(map[ServicePortName]*ServicePort, len(t.services)),
+		Endpoints:    make(map[ServicePortName][]Endpoint, len(t.services)),
+		Changed:      make(map[ServicePortName]struct{}, len(t.dirty)),
+		Full:         full || t.nodeChanged,
+		Generation:   t.generation,
 	}
 	times := make([]time.Time, 0, len(t.dirty))
 	for nn, at := range t.dirty {

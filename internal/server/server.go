@@ -265,6 +265,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := bootstrap.Ensure(ctx, client, r.serviceIP, r.advertiseIP, int32(r.SecurePort), r.Logger); err != nil {
 		return fmt.Errorf("server: bootstrap: %w", err)
 	}
+	if err := bootstrap.EnsureServiceCIDR(ctx, client, []string{r.serviceCIDR.String()}, r.Logger); err != nil {
+		return fmt.Errorf("server: bootstrap: %w", err)
+	}
 	if err := bootstrap.EnsureKubeDNS(ctx, client, r.dnsIP); err != nil {
 		return fmt.Errorf("server: bootstrap kube-dns service: %w", err)
 	}

@@ -59,13 +59,15 @@ type Backend struct {
 	ipt          Interface
 	ipv6         bool
 	clusterCIDRs []netip.Prefix
-	serviceCIDRs []netip.Prefix
 	log          *slog.Logger
 
 	// What the kernel holds, valid while needFull is false.
 	needFull bool
 	nodeIPs  []netip.Addr
-	records  map[proxy.ServicePortName]*svcPlan
+	// serviceCIDRs (of this family) the last sync wrote the
+	// "unallocated service IP" rules for (ServiceCIDRsOfFamily).
+	serviceCIDRs []netip.Prefix
+	records      map[proxy.ServicePortName]*svcPlan
 	// rootChains holds, per entry of roots, the chains written for it
 	// (the root chain and its KUBE-DST tree).
 	rootChains []map[string][]string
@@ -106,11 +108,6 @@ func New(cfg Config, ipt Interface) (*Backend, error) {
 	for _, p := range cfg.ClusterCIDRs {
 		if p.Addr().Is4() == !b.ipv6 {
 			b.clusterCIDRs = append(b.clusterCIDRs, p.Masked())
-		}
-	}
-	for _, p := range cfg.ServiceCIDRs {
-		if p.Addr().Is4() == !b.ipv6 {
-			b.serviceCIDRs = append(b.serviceCIDRs, p.Masked())
 		}
 	}
 	return b, nil

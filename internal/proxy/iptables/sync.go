@@ -91,8 +91,9 @@ func (p *payload) bytes() []byte {
 // way it is one iptables-restore --noflush run (atomic per table).
 func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	nodeIPs := b.nodePortIPs(st)
-	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs)
-	b.nodeIPs = nodeIPs
+	scidrs := proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, b.ipv6)
+	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs) || !slices.Equal(scidrs, b.serviceCIDRs)
+	b.nodeIPs, b.serviceCIDRs = nodeIPs, scidrs
 	defer func() {
 		if err != nil {
 			b.needFull = true

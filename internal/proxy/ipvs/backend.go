@@ -74,8 +74,11 @@ type Backend struct {
 	needFull    bool
 	initialized bool
 	nodeIPs     []netip.Addr
-	records     map[proxy.ServicePortName][]*virtualServer
-	owners      map[vsKey]proxy.ServicePortName
+	// serviceCIDRs (both families) the nftables companion table was last
+	// written with (proxy.ServiceCIDRsOfFamily).
+	serviceCIDRs []netip.Prefix
+	records      map[proxy.ServicePortName][]*virtualServer
+	owners       map[vsKey]proxy.ServicePortName
 	// draining are removed TCP/SCTP real servers kept with weight 0 while
 	// they have connections.
 	draining map[vsKey]map[netip.AddrPort]bool
@@ -247,9 +250,10 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		b.initialized = true
 	}
 	nodeIPs := b.nodePortIPs(st)
-	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs)
+	scidrs := slices.Concat(proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, false), proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, true))
+	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs) || !slices.Equal(scidrs, b.serviceCIDRs)
 	oldNodeIPs := b.nodeIPs
-	b.nodeIPs = nodeIPs
+	b.nodeIPs, b.serviceCIDRs = nodeIPs, scidrs
 
 	var cands []proxy.ServicePortName
 	seen := map[proxy.ServicePortName]bool{}

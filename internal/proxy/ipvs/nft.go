@@ -424,7 +424,7 @@ func (b *Backend) nftTransaction(nft knftables.Interface, fam v1.IPFamily) *knft
 	rule(filterInputChain, "ct state new", ipX, "daddr @"+nodePortIPsSet, "meta l4proto . th dport vmap @"+noEndpointNodePortsMap)
 	rule(filterInputChain, "ct state new", ipX, "daddr @"+serviceAddrsSet, dst, "!= @"+serviceIPsSet, "reject")
 	var scidrs []string
-	for _, p := range b.cfg.ServiceCIDRs {
+	for _, p := range b.serviceCIDRs {
 		if famMatch(fam, p.Addr()) {
 			scidrs = append(scidrs, p.Masked().String())
 		}

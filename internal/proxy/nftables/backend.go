@@ -69,10 +69,13 @@ type Backend struct {
 	needFull    bool
 	initialized bool // the table was recreated once by this process
 	nodeIPs     []netip.Addr
-	records     map[proxy.ServicePortName]*svcPlan
-	elems       *elementStore
-	baseRules   int
-	svcRules    int
+	// serviceCIDRs are the service CIDRs of this family the base rules
+	// were last written with (ServiceCIDRsOfFamily).
+	serviceCIDRs []netip.Prefix
+	records      map[proxy.ServicePortName]*svcPlan
+	elems        *elementStore
+	baseRules    int
+	svcRules     int
 
 	lastPartial bool
 }
@@ -188,8 +191,9 @@ func (b *Backend) nodePortIPs(st *proxy.State) []netip.Addr {
 // differ, all in one transaction.
 func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	nodeIPs := b.nodePortIPs(st)
-	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs)
-	b.nodeIPs = nodeIPs
+	scidrs := proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, b.ipv6)
+	full := b.needFull || st.Full || !slices.Equal(nodeIPs, b.nodeIPs) || !slices.Equal(scidrs, b.serviceCIDRs)
+	b.nodeIPs, b.serviceCIDRs = nodeIPs, scidrs
 	defer func() {
 		if err != nil {
 			// The kernel and our records may now disagree: rebuild next time.

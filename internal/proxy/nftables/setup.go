@@ -128,14 +128,8 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 	// Service CIDR hygiene: unused port on a ClusterIP → reject;
 	// unallocated address → drop.
 	rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr @%s reject", ipX, clusterIPsSet))
-	var scidrs []netip.Prefix
-	for _, p := range b.cfg.ServiceCIDRs {
-		if p.Addr().Is4() == !b.ipv6 {
-			scidrs = append(scidrs, p.Masked())
-		}
-	}
-	if len(scidrs) > 0 {
-		rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr { %s } drop", ipX, joinPrefixes(scidrs)))
+	if len(b.serviceCIDRs) > 0 {
+		rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr { %s } drop", ipX, joinPrefixes(b.serviceCIDRs)))
 	}
 
 	// Dispatch.

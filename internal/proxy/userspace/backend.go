@@ -396,7 +396,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
 	defer b.mu.Unlock()
 	b.epoch++
 	b.setupTransparent(ctx)
-	rs := &ruleset{rules: b.baseRules()}
+	rs := &ruleset{rules: b.baseRules(proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, b.ipv6))}
 	nodeIPs := b.nodePortIPs(st)
 	for _, a := range nodeIPs {
 		rs.add(&knftables.Element{Set: nodePortIPsSet, Key: []string{a.String()}})

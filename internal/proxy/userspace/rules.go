@@ -2,6 +2,7 @@ package userspace
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -51,6 +52,9 @@ func (r *ruleset) add(e *knftables.Element) { r.elems = append(r.elems, e) }
 
 func (r *ruleset) fingerprint() string {
 	var sb strings.Builder
+	for _, c := range slices.Sorted(maps.Keys(r.rules)) {
+		fmt.Fprintf(&sb, "%s: %q\n", c, r.rules[c])
+	}
 	for _, e := range r.elems {
 		fmt.Fprintf(&sb, "%s%s %v %v\n", e.Set, e.Map, e.Key, e.Value)
 	}
@@ -80,8 +84,9 @@ func (b *Backend) addrType() string {
 	return "ipv4_addr"
 }
 
-// baseRules renders the fixed chains.
-func (b *Backend) baseRules() map[string][]string {
+// baseRules renders the fixed chains; scidrs are the service CIDRs of the
+// backend's family (proxy.ServiceCIDRsOfFamily).
+func (b *Backend) baseRules(scidrs []netip.Prefix) map[string][]string {
 	ipX := b.ipX()
 	r := map[string][]string{}
 	add := func(chain, rule string) { r[chain] = append(r[chain], rule) }
@@ -107,14 +112,12 @@ func (b *Backend) baseRules() map[string][]string {
 	add(serviceEndpointsCheckChain, fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", ipX, noEndpointServicesMap))
 	add(nodePortEndpointsCheckChain, fmt.Sprintf("%s daddr @%s meta l4proto . th dport vmap @%s", ipX, nodePortIPsSet, noEndpointNodePortsMap))
 	add(clusterIPsCheckChain, fmt.Sprintf("%s daddr @%s reject", ipX, clusterIPsSet))
-	var scidrs []string
-	for _, p := range b.cfg.ServiceCIDRs {
-		if p.Addr().Is4() == !b.ipv6 {
-			scidrs = append(scidrs, p.Masked().String())
-		}
-	}
 	if len(scidrs) > 0 {
-		add(clusterIPsCheckChain, fmt.Sprintf("%s daddr { %s } drop", ipX, strings.Join(scidrs, ", ")))
+		cidrs := make([]string, len(scidrs))
+		for i, p := range scidrs {
+			cidrs[i] = p.String()
+		}
+		add(clusterIPsCheckChain, fmt.Sprintf("%s daddr { %s } drop", ipX, strings.Join(cidrs, ", ")))
 	}
 	add(rejectChain, "meta l4proto tcp reject with tcp reset")
 	add(rejectChain, "reject")

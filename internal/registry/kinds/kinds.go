@@ -14,10 +14,11 @@ import (
 	"github.com/svcnet/svcnet/internal/registry/coordination"
 	"github.com/svcnet/svcnet/internal/registry/core"
 	"github.com/svcnet/svcnet/internal/registry/discovery"
+	"github.com/svcnet/svcnet/internal/registry/networking"
 )
 
 // All returns the kinds in a stable order: core/v1 first (as in upstream
-// discovery), then discovery.k8s.io, apps and coordination.k8s.io. service
+// discovery), then discovery.k8s.io, apps, coordination.k8s.io and networking.k8s.io. service
 // is placed among the core kinds; nil leaves it out.
 func All(service *registry.Kind) []*registry.Kind {
 	ks := []*registry.Kind{
@@ -36,5 +37,6 @@ func All(service *registry.Kind) []*registry.Kind {
 		apps.Deployments(),
 		apps.ReplicaSets(),
 		coordination.Leases(),
+		networking.ServiceCIDRs(),
 	)
 }

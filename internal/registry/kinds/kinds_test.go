@@ -114,7 +114,7 @@ func TestAll(t *testing.T) {
 		}
 	}
 	want := []string{"namespaces", "pods", "services", "endpoints", "nodes", "configmaps", "events",
-		"endpointslices", "deployments", "replicasets", "leases"}
+		"endpointslices", "deployments", "replicasets", "leases", "servicecidrs"}
 	if !reflect.DeepEqual(order, want) {
 		t.Errorf("order %v, want %v", order, want)
 	}
