@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -218,11 +219,14 @@ func (p *Proxier) Run(ctx context.Context) error {
 	svcSel := labels.NewSelector().Add(*noProxyName).String()
 	sliceSel := labels.NewSelector().Add(*noHeadless).String()
 
-	svcFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod,
+	// The caches hold every Service and EndpointSlice of the cluster; their
+	// managedFields are never read here (upstream kube-proxy drops them too).
+	trim := informers.WithTransform(trimManagedFields)
+	svcFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod, trim,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = svcSel }))
-	sliceFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod,
+	sliceFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod, trim,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSel }))
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod,
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(p.client, p.opts.ConfigSyncPeriod, trim,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", p.opts.NodeName).String()
 		}))
@@ -310,6 +314,15 @@ func (p *Proxier) Run(ctx context.Context) error {
 	p.log.Info("proxy started", "node", p.opts.NodeName)
 	<-runDone
 	return nil
+}
+
+// trimManagedFields is the informers' transform: it drops
+// metadata.managedFields, which no proxy code reads.
+func trimManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 func (p *Proxier) onNode(n *v1.Node) {
