@@ -27,6 +27,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,6 +50,8 @@ type options struct {
 	inflight   int
 	latClients int
 	workers    int
+	hold       time.Duration
+	hotBinary  bool
 }
 
 func main() {
@@ -64,6 +67,8 @@ func main() {
 	flag.IntVar(&o.inflight, "inflight", 200, "dnsperf -q (outstanding queries)")
 	flag.IntVar(&o.latClients, "latency-clients", 4, "dnsperf -c for the half-load latency runs (one thread)")
 	flag.IntVar(&o.workers, "fill-workers", 16, "parallel API clients filling the cluster")
+	flag.DurationVar(&o.hold, "hold", 0, "after the sync, print the kubeconfig and the DNS pid and keep everything running this long, then stop without dnsperf runs (for inspecting memory by hand)")
+	flag.BoolVar(&o.hotBinary, "hot-binary", false, "run -svcnet as it is (freshly linked: its pages sit in the page cache in large folios) instead of a private copy read back from disk; see README")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-dns:", err)
@@ -149,9 +154,21 @@ func run(ctx context.Context, o options) error {
 	}
 	defer stopUp()
 
-	// 4. svcnet dns, a process of its own.
+	// 4. svcnet dns, a process of its own, from the binary as a node has
+	// it: on disk, not in the page cache (see coldCopy).
+	bin, binNote := o.svcnet, "as built (-hot-binary: freshly linked, pages in the page cache)"
+	if !o.hotBinary {
+		if bin, err = coldCopy(o.svcnet, tmp); err != nil {
+			return err
+		}
+		binNote = "private copy of " + o.svcnet + ", page cache dropped before start (read from disk, as after an install)"
+		var fs unix.Statfs_t
+		if unix.Statfs(bin, &fs) == nil && fs.Type == unix.TMPFS_MAGIC {
+			binNote = "private copy of " + o.svcnet + " on tmpfs (BENCH_TMPDIR): its pages cannot be dropped, RssFile is not representative"
+		}
+	}
 	dnsPort, health, metrics := freeUDPTCPPort(), freePort(), freePort()
-	cmd := exec.Command(o.svcnet, "dns", "--kubeconfig", info.AdminKubeconfig,
+	cmd := exec.Command(bin, "dns", "--kubeconfig", info.AdminKubeconfig,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", dnsPort), "--upstream", upstream,
 		"--health-listen", fmt.Sprintf("127.0.0.1:%d", health), "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--log-level", "warn")
@@ -181,6 +198,12 @@ func run(ctx context.Context, o options) error {
 	}
 	syncTook := time.Since(dnsStart)
 	rssIdle, _ := procStatus(pid, "VmRSS")
+	if o.hold > 0 {
+		fmt.Fprintf(os.Stderr, "bench-dns: holding %v: kubeconfig %s, svcnet dns pid %d, dns %s, metrics 127.0.0.1:%d, upstream %s\n",
+			o.hold, info.AdminKubeconfig, pid, addr, metrics, upstream)
+		time.Sleep(o.hold)
+		return nil
+	}
 
 	// 5. Query files.
 	files, err := writeQueryFiles(tmp, o)
@@ -231,11 +254,50 @@ func run(ctx context.Context, o options) error {
 	mem.anon, _ = procStatus(pid, "RssAnon")
 	mem.file, _ = procStatus(pid, "RssFile")
 	mem.goHeap = scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics))
+	mem.binary = binNote
 	report(os.Stdout, o, rows, fillTook, syncTook, mem)
 	return nil
 }
 
+// coldCopy copies the svcnet binary into dir, writes it to disk and drops
+// the copy's pages from the page cache, so that `svcnet dns` starts from a
+// binary that is read from disk, as on a node after an install or a reboot.
+//
+// Why: the Go linker writes its output through a shared mapping, which
+// leaves a freshly built binary in the page cache in large folios (2 MB);
+// kernels since 6.18 map a whole large folio on a fault, so every spot the
+// process touches would cost it 2 MB of RssFile — a property of having just
+// linked the file, not of the DNS. A private copy is used so that other
+// processes running bin/svcnet at the same time do not keep its pages
+// cached (a mapped page cannot be dropped).
+func coldCopy(src, dir string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	dst := filepath.Join(dir, "svcnet")
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return "", err
+	}
+	if err := unix.Fadvise(int(out.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		out.Close()
+		return "", fmt.Errorf("drop page cache of %s: %w", dst, err)
+	}
+	return dst, out.Close()
+}
+
 type memInfo struct {
+	binary                        string
 	rssIdle, rss, hwm, anon, file int64
 	goHeap                        map[string]float64
 }

@@ -77,4 +77,5 @@ func report(w io.Writer, o options, rows []row, fillTook, syncTook time.Duration
 	fmt.Fprintf(tw, "peak VmRSS (VmHWM)\t%.1f\t≤ %d\t%s\t\n", mb(m.hwm), goalRSS>>20, verdict(m.hwm <= goalRSS))
 	tw.Flush()
 	fmt.Fprintf(w, "(RssFile is the mapped text/data of the one svcnet binary (kubectl, etcd and API server included);\n it does not grow with Services and is shared with other svcnet processes; RssAnon is what DNS allocates)\n")
+	fmt.Fprintf(w, "svcnet binary: %s\n", m.binary)
 }

@@ -99,6 +99,7 @@ func (f *dnsFlags) run() error {
 		MetricsListen: f.metrics,
 		CacheSize:     f.cacheSize,
 		LoopDetect:    !f.noLoop,
+		OwnProcess:    true,
 		Logger:        logger,
 	}
 	ctx, stop := signalContext()

@@ -7,19 +7,39 @@
 // # Data flow
 //
 // Informers for Services and EndpointSlices (and Pods, only with
-// `pods verified`) store trimmed objects (trimObject keeps the few fields DNS
-// reads). Their handlers only poke a one-slot channel; ONE goroutine (Watch)
-// lists the informer stores, builds a complete immutable index (buildIndex,
-// a pure function) and publishes it with an atomic.Pointer. Bursts of events
-// coalesce into one build. Readers never lock.
+// `pods verified`) store compact objects: their transform (trimObject,
+// compact.go) turns each decoded object into a small struct holding only
+// what DNS reads, IPs parsed and namespaces interned, so a full
+// corev1.Service is garbage as soon as it is decoded. The initial list
+// arrives as a WatchList stream (client-go's default), one object at a
+// time; without WatchList the reflector's paged LIST is used. Informer
+// handlers only poke a one-slot channel; ONE goroutine (Watch) applies the
+// changed Services to its copy-on-write indexState (state.go) and publishes
+// an immutable index with an atomic.Pointer. Bursts of events coalesce into
+// one publish. Readers never lock.
 //
 // The index maps the lower-case wire form of every existing name to an
-// entry holding one precomputed answer per record type: the RRs (for the
-// slow path) and their packed bytes, where an RR owned by the query name
-// starts with a compression pointer to the question (offset 12). A response
-// is therefore the request's header and question (the client's spelling
-// kept), the precomputed bytes and an OPT record: no allocation. The shared
-// NXDOMAIN and NODATA answers carry the zone SOA.
+// entry holding one precomputed answer per record type: the packed bytes
+// of the answer, authority and additional sections, where an RR owned by
+// the query name starts with a compression pointer to the question (offset
+// 12). A response is therefore the request's header and question (the
+// client's spelling kept), the precomputed bytes and an OPT record: no
+// allocation. The shared NXDOMAIN and NODATA answers carry the zone SOA.
+//
+// # Memory
+//
+// Memory follows what is served: per Service, the compact informer object
+// (~250 bytes) and its names in the index (~1.3 KB for a ClusterIP Service
+// with a named port: the Service name, _port._proto name and PTR, each
+// with its wire key and packed answers). Measured with 10000 Services
+// (1000 headless × 3 endpoints, 35000 names; BenchmarkBuildIndex10k):
+// index and owner state 13 MB, compact objects 3.4 MB (before: 22 MB and
+// 9 MB). A standalone `svcnet dns` (Config.OwnProcess) also sets GOGC to
+// 50 unless GOGC is set (the answer path allocates nothing, so this costs
+// little CPU) and, after start and after the first sync, drops the
+// binary's file pages that only package initialisers touched (memory.go):
+// bench/dns measures about 65 MB RSS at 10000 Services, of which about 18
+// MB are pages of the binary (was 148 MB).
 //
 // # Serving
 //

@@ -1,7 +1,9 @@
 package dns
 
 import (
+	"bytes"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,11 +63,25 @@ type answer struct {
 type entry struct {
 	a, aaaa  *answer
 	srv, ptr *answer
-	txt      *answer
-	soa, ns  *answer // zone apex only
+	more     *entryMore // the rare parts; nil for almost every name
+}
+
+// entryMore holds what few names have, out of line so that the 35000-odd
+// entries of 10000 Services stay small.
+type entryMore struct {
+	txt     *answer
+	soa, ns *answer // zone apex only
 	// external is the target of an ExternalName Service: answered with a
 	// CNAME plus the target chased through the resolver (not precomputed).
 	external string
+}
+
+// external is the ExternalName target of e, or "".
+func (e *entry) external() string {
+	if e.more == nil {
+		return ""
+	}
+	return e.more.external
 }
 
 // index is an immutable view of every cluster record. The owner goroutine
@@ -95,12 +111,17 @@ func (x *index) forType(e *entry, qtype uint16) *answer {
 		a = e.srv
 	case mdns.TypePTR:
 		a = e.ptr
-	case mdns.TypeTXT:
-		a = e.txt
-	case mdns.TypeSOA:
-		a = e.soa
-	case mdns.TypeNS:
-		a = e.ns
+	case mdns.TypeTXT, mdns.TypeSOA, mdns.TypeNS:
+		if m := e.more; m != nil {
+			switch qtype {
+			case mdns.TypeTXT:
+				a = m.txt
+			case mdns.TypeSOA:
+				a = m.soa
+			default:
+				a = m.ns
+			}
+		}
 	}
 	if a == nil {
 		return x.nodata
@@ -223,70 +244,42 @@ type readyEndpoint struct {
 	ips  []netip.Addr
 }
 
-type slicePort struct {
-	name, proto string
-	port        int32
-}
-
 // serviceEndpoints collects the ready endpoints and the ports of every slice
 // of a Service. An endpoint is ready when conditions.ready is nil or true
 // (the EndpointSlice controller already sets it for publishNotReadyAddresses),
 // or when the Service carries the tolerate-unready annotation.
-func serviceEndpoints(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) ([]readyEndpoint, []slicePort) {
-	tolerate := svc.Annotations[tolerateUnreadyAnnotation] == "true"
+func serviceEndpoints(svc *svcObj, sls []*sliceObj) ([]readyEndpoint, []portObj) {
 	var eps []readyEndpoint
-	var ports []slicePort
-	seenPort := map[slicePort]bool{}
-	for _, sl := range slices {
-		if sl.AddressType == discoveryv1.AddressTypeFQDN {
+	var ports []portObj
+	for _, sl := range sls {
+		if sl.fqdn {
 			continue
 		}
-		for _, p := range sl.Ports {
-			sp := slicePort{proto: "tcp"}
-			if p.Name != nil {
-				sp.name = strings.ToLower(*p.Name)
-			}
-			if p.Protocol != nil {
-				sp.proto = strings.ToLower(string(*p.Protocol))
-			}
-			if p.Port != nil {
-				sp.port = *p.Port
-			}
-			if !seenPort[sp] {
-				seenPort[sp] = true
-				ports = append(ports, sp)
+		for _, p := range sl.ports {
+			if !slices.Contains(ports, p) {
+				ports = append(ports, p)
 			}
 		}
-		for _, ep := range sl.Endpoints {
-			if !tolerate && ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+		for _, ep := range sl.endpoints {
+			if !svc.tolerate && !ep.ready {
 				continue
 			}
-			var ips []netip.Addr
-			for _, a := range ep.Addresses {
-				if ip, err := netip.ParseAddr(a); err == nil {
-					ips = append(ips, ip.Unmap())
-				}
-			}
-			if len(ips) == 0 {
+			if len(ep.addrs) == 0 {
 				continue
 			}
-			h := ""
-			if ep.Hostname != nil {
-				h = *ep.Hostname
-			}
-			eps = append(eps, readyEndpoint{host: endpointHostname(h, ips[0]), ips: ips})
+			eps = append(eps, readyEndpoint{host: endpointHostname(ep.hostname, ep.addrs[0]), ips: ep.addrs})
 		}
 	}
 	return eps, ports
 }
 
 // addService adds every record of one Service.
-func (b *builder) addService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) {
-	ns, name := strings.ToLower(svc.Namespace), strings.ToLower(svc.Name)
+func (b *builder) addService(svc *svcObj, sls []*sliceObj) {
+	ns, name := strings.ToLower(svc.ns), strings.ToLower(svc.name)
 	base := name + "." + ns + ".svc." + b.zone
 
-	if svc.Spec.Type == corev1.ServiceTypeExternalName {
-		target := strings.ToLower(strings.TrimSuffix(svc.Spec.ExternalName, "."))
+	if svc.typ == corev1.ServiceTypeExternalName {
+		target := strings.ToLower(strings.TrimSuffix(svc.externalName, "."))
 		if target == "" {
 			return
 		}
@@ -297,22 +290,11 @@ func (b *builder) addService(svc *corev1.Service, slices []*discoveryv1.Endpoint
 		return
 	}
 
-	eps, epPorts := serviceEndpoints(svc, slices)
-	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
-	var clusterIPs []netip.Addr
-	if !headless {
-		ips := svc.Spec.ClusterIPs
-		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-			ips = []string{svc.Spec.ClusterIP}
-		}
-		for _, s := range ips {
-			if ip, err := netip.ParseAddr(s); err == nil {
-				clusterIPs = append(clusterIPs, ip.Unmap())
-			}
-		}
-		if len(clusterIPs) == 0 {
-			return // not yet allocated, or no address: no records
-		}
+	eps, epPorts := serviceEndpoints(svc, sls)
+	headless := svc.headless
+	clusterIPs := svc.clusterIPs
+	if !headless && len(clusterIPs) == 0 {
+		return // not yet allocated, or no address: no records
 	}
 
 	// Endpoint names exist for every Service with ready endpoints (CoreDNS
@@ -329,17 +311,13 @@ func (b *builder) addService(svc *corev1.Service, slices []*discoveryv1.Endpoint
 			b.addAddr(base, ip)
 			b.addPTR(ip, base, true)
 		}
-		for _, p := range svc.Spec.Ports {
-			proto := strings.ToLower(string(p.Protocol))
-			if proto == "" {
-				proto = "tcp"
-			}
-			b.addSRV(base, p.Port, base, clusterIPs) // partial SRV: every port
-			if p.Name == "" {
+		for _, p := range svc.ports {
+			b.addSRV(base, p.port, base, clusterIPs) // partial SRV: every port
+			if p.name == "" {
 				continue
 			}
-			pn := "_" + strings.ToLower(p.Name) + "._" + proto + "." + base
-			b.addSRV(pn, p.Port, base, clusterIPs)
+			pn := "_" + p.name + "._" + p.proto + "." + base
+			b.addSRV(pn, p.port, base, clusterIPs)
 			for _, ip := range clusterIPs {
 				b.addAddr(pn, ip)
 			}
@@ -373,18 +351,9 @@ func (b *builder) addService(svc *corev1.Service, slices []*discoveryv1.Endpoint
 	}
 }
 
-func (b *builder) addPod(pod *corev1.Pod) {
-	ns := strings.ToLower(pod.Namespace)
-	ips := pod.Status.PodIPs
-	if len(ips) == 0 && pod.Status.PodIP != "" {
-		ips = []corev1.PodIP{{IP: pod.Status.PodIP}}
-	}
-	for _, p := range ips {
-		ip, err := netip.ParseAddr(p.IP)
-		if err != nil {
-			continue
-		}
-		ip = ip.Unmap()
+func (b *builder) addPod(pod *podObj) {
+	ns := strings.ToLower(pod.ns)
+	for _, ip := range pod.ips {
 		b.addAddr(podDashed(ip)+"."+ns+".pod."+b.zone, ip)
 	}
 }
@@ -405,28 +374,55 @@ func buildIndex(cfg RecordConfig, snap Snapshot, serial uint32) *index {
 	changes := make(map[string]serviceInput, len(snap.Services))
 	for _, s := range snap.Services {
 		k := s.Namespace + "/" + s.Name
-		changes[k] = serviceInput{svc: s, slices: snap.Slices[k]}
+		changes[k] = inputOf(s, snap.Slices[k])
 	}
-	pods := map[string]*corev1.Pod{}
+	pods := map[string]*podObj{}
 	if cfg.Pods == PodsVerified {
 		for _, p := range snap.Pods {
-			pods[p.Namespace+"/"+p.Name] = p
+			pods[p.Namespace+"/"+p.Name] = compactPod(p)
 		}
 	}
 	return st.apply(changes, pods, serial)
+}
+
+// inputOf is the serviceInput of a full Service and its slices.
+func inputOf(s *corev1.Service, slices []*discoveryv1.EndpointSlice) serviceInput {
+	in := serviceInput{svc: compactService(s)}
+	for _, sl := range slices {
+		in.slices = append(in.slices, compactSlice(sl))
+	}
+	return in
 }
 
 // packEntries turns a builder's names into packed entries keyed by wire
 // name.
 func (b *builder) packEntries() map[string]*entry {
 	out := make(map[string]*entry, len(b.names))
+	b.packInto(out)
+	return out
+}
+
+// packInto packs a builder's names into out, keyed by wire name, and
+// returns the keys.
+func (b *builder) packInto(out map[string]*entry) []string {
+	keys := make([]string, 0, len(b.names))
+	// Answers are immutable once packed, and those owned by the query name
+	// do not spell it (offset-12 pointer): names of one Service with the
+	// same records (<svc> and _<port>._<proto>.<svc> A) share one.
+	shared := map[string]*answer{}
 	for name, be := range b.names {
-		e := &entry{external: be.external}
+		e := &entry{}
 		pos := func(an, ex []mdns.RR) *answer {
 			if len(an) == 0 {
 				return nil
 			}
-			return packAnswer(name, mdns.RcodeSuccess, an, nil, ex)
+			a := packAnswer(name, mdns.RcodeSuccess, an, nil, ex)
+			k := string([]byte{byte(a.an), byte(a.an >> 8), byte(a.ex), byte(a.ex >> 8)}) + string(a.wire)
+			if prev := shared[k]; prev != nil && prev.rcode == a.rcode && prev.ns == a.ns {
+				return prev
+			}
+			shared[k] = a
+			return a
 		}
 		if len(be.srv) > 0 {
 			w := uint16(100 / len(be.srv))
@@ -435,10 +431,15 @@ func (b *builder) packEntries() map[string]*entry {
 			}
 		}
 		e.a, e.aaaa = pos(be.a, nil), pos(be.aaaa, nil)
-		e.srv, e.ptr, e.txt = pos(be.srv, be.srvEx), pos(be.ptr, nil), pos(be.txt, nil)
-		out[string(wireName(name))] = e
+		e.srv, e.ptr = pos(be.srv, be.srvEx), pos(be.ptr, nil)
+		if txt := pos(be.txt, nil); txt != nil || be.external != "" {
+			e.more = &entryMore{txt: txt, external: be.external}
+		}
+		k := string(wireName(name))
+		out[k] = e
+		keys = append(keys, k)
 	}
-	return out
+	return keys
 }
 
 // wireName is the lower-case wire form of a canonical name.
@@ -456,6 +457,8 @@ func wireName(name string) []byte {
 func packAnswer(qname string, rcode int, an, ns, ex []mdns.RR) *answer {
 	a := &answer{rcode: uint8(rcode), an: uint16(len(an)), ns: uint16(len(ns)), ex: uint16(len(ex))}
 	var buf [1024]byte
+	var out [2048]byte
+	wire := out[:0] // built on the stack, then copied once at its size
 	for _, sec := range [][]mdns.RR{an, ns, ex} {
 		for _, rr := range sec {
 			need := mdns.Len(rr) + 16
@@ -470,14 +473,17 @@ func packAnswer(qname string, rcode int, an, ns, ex []mdns.RR) *answer {
 			w := tmp[:n]
 			if qname != "" && rr.Header().Name == qname {
 				on, _ := mdns.PackDomainName(qname, buf2(), 0, nil, false)
-				a.wire = append(a.wire, 0xC0, 0x0C)
-				a.wire = append(a.wire, w[on:]...)
+				wire = append(wire, 0xC0, 0x0C)
+				wire = append(wire, w[on:]...)
 			} else {
-				a.wire = append(a.wire, w...)
+				wire = append(wire, w...)
 			}
 		}
 	}
-	a.wire = a.wire[:len(a.wire):len(a.wire)]
+	if len(wire) > 0 {
+		a.wire = bytes.Clone(wire)
+		a.wire = a.wire[:len(a.wire):len(a.wire)]
+	}
 	return a
 }
 

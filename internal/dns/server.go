@@ -56,7 +56,12 @@ type Config struct {
 	LoopDetect bool
 	// UpstreamTimeout is the per-try timeout of a forwarded query (default 2s).
 	UpstreamTimeout time.Duration
-	Logger          *slog.Logger
+	// OwnProcess says the process runs nothing but this DNS (`svcnet dns`):
+	// Run then sets GOGC to 50 unless the GOGC variable is set, and at start
+	// and after the first sync drops the binary's pages that only package
+	// initialisers touched (see memory.go). The agent leaves it false.
+	OwnProcess bool
+	Logger     *slog.Logger
 }
 
 // Server answers DNS over UDP and TCP from the published record index,
@@ -477,7 +482,7 @@ func (s *Server) fast(req, out []byte, q *query, tcp bool) (resp []byte, ok bool
 	}
 	if x != nil {
 		if e := x.lookup(key); e != nil {
-			if e.external != "" {
+			if e.external() != "" {
 				return nil, false
 			}
 			r := writeAnswer(out, req, q, x.forType(e, q.qtype), tcp)
@@ -594,8 +599,8 @@ func (s *Server) resolve(ctx context.Context, name string, qtype uint16, do bool
 	if x != nil {
 		if e := x.lookup(key); e != nil {
 			res.Authoritative = true
-			if e.external != "" {
-				return s.resolveExternal(ctx, res, x, name, e.external, qtype, do, depth)
+			if ext := e.external(); ext != "" {
+				return s.resolveExternal(ctx, res, x, name, ext, qtype, do, depth)
 			}
 			fillFrom(res, x.forType(e, qtype), name, lname)
 			return res

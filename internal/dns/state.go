@@ -2,27 +2,35 @@ package dns
 
 import (
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
 	mdns "github.com/miekg/dns"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // serviceInput is a Service with its EndpointSlices; svc == nil means the
 // Service is gone.
 type serviceInput struct {
-	svc    *corev1.Service
-	slices []*discoveryv1.EndpointSlice
+	svc    *svcObj
+	slices []*sliceObj
 }
 
 // fragment is what one Service (or Pod) contributes: names only it owns
-// (everything under <svc>.<ns>.svc.<zone>), and PTRs, which are shared.
+// (everything under <svc>.<ns>.svc.<zone>; their entries live in the index
+// map, the fragment keeps only the keys to delete them), and PTRs, which
+// are shared.
 type fragment struct {
 	ns    string
-	names map[string]*entry
+	names []string
 	ptrs  []ptrRec
+}
+
+// ptrOwner is one Service's PTR at a reverse name (the map key).
+type ptrOwner struct {
+	key       string // "ns/name" of the Service
+	target    string
+	clusterIP bool
 }
 
 // indexState is the owner goroutine's copy-on-write state. apply clones the
@@ -34,9 +42,9 @@ type indexState struct {
 	cfg       RecordConfig
 	zone      string
 	zoneWire  []byte
-	frags     map[string]*fragment // "ns/name" → Service fragment
-	podFrags  map[string]*fragment // "ns/name" → Pod fragment
-	ptrOwners map[string]map[string][]ptrRec
+	frags     map[string]*fragment  // "ns/name" → Service fragment
+	podFrags  map[string]*fragment  // "ns/name" → Pod fragment
+	ptrOwners map[string][]ptrOwner // reverse name → the PTRs Services give it
 	nsCount   map[string]int
 	names     map[string]*entry
 }
@@ -45,7 +53,7 @@ func newIndexState(cfg RecordConfig) *indexState {
 	zone := mdns.CanonicalName(cfg.Zone)
 	st := &indexState{cfg: cfg, zone: zone, zoneWire: wireName(zone),
 		frags: map[string]*fragment{}, podFrags: map[string]*fragment{},
-		ptrOwners: map[string]map[string][]ptrRec{}, nsCount: map[string]int{}, names: map[string]*entry{}}
+		ptrOwners: map[string][]ptrOwner{}, nsCount: map[string]int{}, names: map[string]*entry{}}
 	// Fixed structure of the zone (the apex, with its SOA, is set per apply).
 	b := &builder{cfg: cfg, zone: zone, names: map[string]*bentry{}}
 	b.get("svc." + zone)
@@ -55,31 +63,33 @@ func newIndexState(cfg RecordConfig) *indexState {
 	return st
 }
 
-func serviceFragment(cfg RecordConfig, zone string, in serviceInput) *fragment {
+// serviceFragment builds one Service's names into names and returns its
+// fragment.
+func serviceFragment(cfg RecordConfig, zone string, in serviceInput, names map[string]*entry) *fragment {
 	b := &builder{cfg: cfg, zone: zone, names: map[string]*bentry{}}
 	b.addService(in.svc, in.slices)
-	return &fragment{ns: strings.ToLower(in.svc.Namespace), names: b.packEntries(), ptrs: b.ptrs}
+	return &fragment{ns: strings.ToLower(in.svc.ns), names: b.packInto(names), ptrs: slices.Clip(b.ptrs)}
 }
 
-func podFragment(cfg RecordConfig, zone string, p *corev1.Pod) *fragment {
+func podFragment(cfg RecordConfig, zone string, p *podObj, names map[string]*entry) *fragment {
 	b := &builder{cfg: cfg, zone: zone, names: map[string]*bentry{}}
 	b.addPod(p)
-	return &fragment{names: b.packEntries()}
+	return &fragment{names: b.packInto(names)}
 }
 
 // apply publishes a new index with the changed Services and Pods (nil:
 // deleted) replaced.
-func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*corev1.Pod, serial uint32) *index {
+func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*podObj, serial uint32) *index {
 	names := maps.Clone(st.names)
 	touched := map[string]bool{}
 	nsTouched := map[string]bool{}
 	for key, in := range svcs {
 		if old := st.frags[key]; old != nil {
-			for k := range old.names {
+			for _, k := range old.names {
 				delete(names, k)
 			}
 			for _, p := range old.ptrs {
-				delete(st.ptrOwners[p.rev], key)
+				st.ptrOwners[p.rev] = slices.DeleteFunc(st.ptrOwners[p.rev], func(o ptrOwner) bool { return o.key == key })
 				touched[p.rev] = true
 			}
 			st.nsCount[old.ns]--
@@ -89,13 +99,9 @@ func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*corev
 		if in.svc == nil {
 			continue
 		}
-		f := serviceFragment(st.cfg, st.zone, in)
-		maps.Copy(names, f.names)
+		f := serviceFragment(st.cfg, st.zone, in, names)
 		for _, p := range f.ptrs {
-			if st.ptrOwners[p.rev] == nil {
-				st.ptrOwners[p.rev] = map[string][]ptrRec{}
-			}
-			st.ptrOwners[p.rev][key] = append(st.ptrOwners[p.rev][key], p)
+			st.ptrOwners[p.rev] = append(st.ptrOwners[p.rev], ptrOwner{key: key, target: p.target, clusterIP: p.clusterIP})
 			touched[p.rev] = true
 		}
 		st.nsCount[f.ns]++
@@ -104,15 +110,13 @@ func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*corev
 	}
 	for key, p := range pods {
 		if old := st.podFrags[key]; old != nil {
-			for k := range old.names {
+			for _, k := range old.names {
 				delete(names, k)
 			}
 			delete(st.podFrags, key)
 		}
 		if p != nil {
-			f := podFragment(st.cfg, st.zone, p)
-			maps.Copy(names, f.names)
-			st.podFrags[key] = f
+			st.podFrags[key] = podFragment(st.cfg, st.zone, p, names)
 		}
 	}
 	// A namespace with at least one Service exists (NODATA).
@@ -139,11 +143,9 @@ func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*corev
 		}
 		var recs []ptrRec
 		cluster := false
-		for _, list := range owners {
-			for _, p := range list {
-				cluster = cluster || p.clusterIP
-				recs = append(recs, p)
-			}
+		for _, p := range owners {
+			cluster = cluster || p.clusterIP
+			recs = append(recs, ptrRec{rev: rev, target: p.target, clusterIP: p.clusterIP})
 		}
 		sort.Slice(recs, func(i, j int) bool { return recs[i].target < recs[j].target })
 		var rrs []mdns.RR
@@ -162,10 +164,10 @@ func (st *indexState) apply(svcs map[string]serviceInput, pods map[string]*corev
 		Serial: serial, Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: st.cfg.TTL}
 	x.nxdomain = packAnswer("", mdns.RcodeNameError, nil, []mdns.RR{x.soa}, nil)
 	x.nodata = packAnswer("", mdns.RcodeSuccess, nil, []mdns.RR{x.soa}, nil)
-	names[string(st.zoneWire)] = &entry{
+	names[string(st.zoneWire)] = &entry{more: &entryMore{
 		soa: packAnswer(st.zone, mdns.RcodeSuccess, []mdns.RR{x.soa}, nil, nil),
 		ns:  packAnswer(st.zone, mdns.RcodeSuccess, []mdns.RR{&mdns.NS{Hdr: hdr(st.zone, mdns.TypeNS, st.cfg.TTL), Ns: "ns.dns." + st.zone}}, nil, nil),
-	}
+	}}
 	st.names = names
 	return x
 }

@@ -27,10 +27,10 @@ func TestIncrementalMatchesFullBuild(t *testing.T) {
 		for _, i := range order {
 			s := snap.Services[i]
 			k := s.Namespace + "/" + s.Name
-			x = st.apply(map[string]serviceInput{k: {svc: s, slices: snap.Slices[k]}}, nil, 1)
+			x = st.apply(map[string]serviceInput{k: inputOf(s, snap.Slices[k])}, nil, 1)
 			if r.IntN(3) == 0 { // delete and re-add
 				st.apply(map[string]serviceInput{k: {}}, nil, 1)
-				x = st.apply(map[string]serviceInput{k: {svc: s, slices: snap.Slices[k]}}, nil, 1)
+				x = st.apply(map[string]serviceInput{k: inputOf(s, snap.Slices[k])}, nil, 1)
 			}
 		}
 		compareIndexes(t, x, want)
@@ -40,7 +40,7 @@ func TestIncrementalMatchesFullBuild(t *testing.T) {
 	all := map[string]serviceInput{}
 	for _, s := range snap.Services {
 		k := s.Namespace + "/" + s.Name
-		all[k] = serviceInput{svc: s, slices: snap.Slices[k]}
+		all[k] = inputOf(s, snap.Slices[k])
 	}
 	st.apply(all, nil, 1)
 	for k := range all {
@@ -65,8 +65,8 @@ func compareIndexes(t *testing.T, got, want *index) {
 				t.Fatalf("name %q type %d differs", k, qt)
 			}
 		}
-		if ge.external != we.external {
-			t.Fatalf("name %q external %q, want %q", k, ge.external, we.external)
+		if ge.external() != we.external() {
+			t.Fatalf("name %q external %q, want %q", k, ge.external(), we.external())
 		}
 	}
 }

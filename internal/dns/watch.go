@@ -3,14 +3,16 @@ package dns
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 )
@@ -24,11 +26,13 @@ import (
 func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 	log := s.log
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimObject))
-	svcInf := factory.Core().V1().Services()
-	sliceInf := factory.Discovery().V1().EndpointSlices()
-	if err := sliceInf.Informer().AddIndexers(toolscache.Indexers{byService: sliceServiceIndex}); err != nil {
-		return fmt.Errorf("dns: endpointslice indexer: %w", err)
-	}
+	// No namespace index (the typed informers' default): nothing reads it.
+	svcInf := factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) toolscache.SharedIndexInformer {
+		return coreinformers.NewServiceInformer(c, metav1.NamespaceAll, resync, toolscache.Indexers{})
+	})
+	sliceInf := factory.InformerFor(&discoveryv1.EndpointSlice{}, func(c kubernetes.Interface, resync time.Duration) toolscache.SharedIndexInformer {
+		return discoveryinformers.NewEndpointSliceInformer(c, metav1.NamespaceAll, resync, toolscache.Indexers{byService: sliceServiceIndex})
+	})
 	poke := make(chan struct{}, 1)
 	const dirtySvc, dirtyPod = 0, 1
 	var mu sync.Mutex // guards dirty
@@ -57,7 +61,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 		}
 		return keys[0]
 	}
-	if _, err := svcInf.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	if _, err := svcInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) { mark(dirtySvc, svcKey(o)) },
 		UpdateFunc: func(old, o any) {
 			if !sameVersion(old, o) {
@@ -68,7 +72,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 	}); err != nil {
 		return fmt.Errorf("dns: service handler: %w", err)
 	}
-	if _, err := sliceInf.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	if _, err := sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) { mark(dirtySvc, sliceKey(o)) },
 		UpdateFunc: func(old, o any) {
 			if !sameVersion(old, o) {
@@ -81,7 +85,9 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 	}
 	var podInf toolscache.SharedIndexInformer
 	if s.cfg.Records.Pods == PodsVerified {
-		podInf = factory.Core().V1().Pods().Informer()
+		podInf = factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) toolscache.SharedIndexInformer {
+			return coreinformers.NewPodInformer(c, metav1.NamespaceAll, resync, toolscache.Indexers{})
+		})
 		if _, err := podInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc: func(o any) { mark(dirtyPod, svcKey(o)) },
 			UpdateFunc: func(old, o any) {
@@ -103,7 +109,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 		}
 	}
 	st := newIndexState(s.cfg.Records)
-	sliceIdx := sliceInf.Informer().GetIndexer()
+	sliceIdx := sliceInf.GetIndexer()
 	apply := func() {
 		mu.Lock()
 		svcKeys, podKeys := dirty[dirtySvc], dirty[dirtyPod]
@@ -113,20 +119,20 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 		changes := make(map[string]serviceInput, len(svcKeys))
 		for k := range svcKeys {
 			in := serviceInput{}
-			if o, ok, _ := svcInf.Informer().GetStore().GetByKey(k); ok {
-				in.svc = o.(*corev1.Service)
+			if o, ok, _ := svcInf.GetStore().GetByKey(k); ok {
+				in.svc = o.(*svcObj)
 				objs, _ := sliceIdx.ByIndex(byService, k)
 				for _, so := range objs {
-					in.slices = append(in.slices, so.(*discoveryv1.EndpointSlice))
+					in.slices = append(in.slices, so.(*sliceObj))
 				}
 			}
 			changes[k] = in
 		}
-		pods := make(map[string]*corev1.Pod, len(podKeys))
+		pods := make(map[string]*podObj, len(podKeys))
 		for k := range podKeys {
 			pods[k] = nil
 			if o, ok, _ := podInf.GetStore().GetByKey(k); ok {
-				pods[k] = o.(*corev1.Pod)
+				pods[k] = o.(*podObj)
 			}
 		}
 		s.publish(st.apply(changes, pods, nowSerial()), time.Since(start))
@@ -136,10 +142,11 @@ func Watch(ctx context.Context, client kubernetes.Interface, s *Server) error {
 	// initial list); the first apply is the full build.
 	apply()
 	s.SetReady(true)
-	// The initial LIST decoded every full object before trimObject ran;
-	// hand that one-time garbage back to the OS instead of carrying it as
-	// heap headroom (RSS should follow what is served).
-	debug.FreeOSMemory()
+	// The initial list decoded every full object before trimObject
+	// compacted it: hand that one-time garbage back to the OS instead of
+	// carrying it as heap headroom, and (own process) the binary's pages
+	// touched only while starting (RSS should follow what is served).
+	s.releaseMemory()
 	log.Info("informers synced; serving cluster names", "names", len(st.names))
 	for {
 		select {
@@ -157,22 +164,18 @@ const byService = "service"
 // sameVersion reports an update that changes nothing (a relist replaying
 // the same object): no rebuild for it.
 func sameVersion(old, cur any) bool {
-	a, ok1 := old.(metav1.Object)
-	b, ok2 := cur.(metav1.Object)
-	return ok1 && ok2 && a.GetResourceVersion() != "" && a.GetResourceVersion() == b.GetResourceVersion()
+	a, err1 := meta.Accessor(old)
+	b, err2 := meta.Accessor(cur)
+	return err1 == nil && err2 == nil && a.GetResourceVersion() != "" && a.GetResourceVersion() == b.GetResourceVersion()
 }
 
 // sliceServiceIndex indexes an EndpointSlice by its Service "<ns>/<name>".
 func sliceServiceIndex(obj any) ([]string, error) {
-	sl, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
+	sl, ok := obj.(*sliceObj)
+	if !ok || sl.service == "" {
 		return nil, nil
 	}
-	n := sl.Labels[discoveryv1.LabelServiceName]
-	if n == "" {
-		return nil, nil
-	}
-	return []string{sl.Namespace + "/" + n}, nil
+	return []string{sl.ns + "/" + sl.service}, nil
 }
 
 func notify(ch chan struct{}) {
@@ -182,60 +185,17 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// trimObject keeps only what DNS needs of each object, so memory follows
-// what is served (informer transform; runs before the object is stored).
-func trimObject(obj any) (any, error) {
-	switch o := obj.(type) {
-	case *corev1.Service:
-		t := &corev1.Service{ObjectMeta: trimMeta(o.ObjectMeta, true)}
-		t.Spec.Type = o.Spec.Type
-		t.Spec.ClusterIP = o.Spec.ClusterIP
-		if len(o.Spec.ClusterIPs) > 1 || (len(o.Spec.ClusterIPs) == 1 && o.Spec.ClusterIPs[0] != o.Spec.ClusterIP) {
-			t.Spec.ClusterIPs = o.Spec.ClusterIPs
-		}
-		t.Spec.ExternalName = o.Spec.ExternalName
-		if len(o.Spec.Ports) > 0 {
-			t.Spec.Ports = make([]corev1.ServicePort, len(o.Spec.Ports))
-			for i, p := range o.Spec.Ports {
-				t.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port}
-			}
-		}
-		return t, nil
-	case *discoveryv1.EndpointSlice:
-		t := &discoveryv1.EndpointSlice{ObjectMeta: trimMeta(o.ObjectMeta, false), AddressType: o.AddressType, Ports: o.Ports}
-		if n := o.Labels[discoveryv1.LabelServiceName]; n != "" {
-			t.Labels = map[string]string{discoveryv1.LabelServiceName: n}
-		}
-		t.Endpoints = make([]discoveryv1.Endpoint, len(o.Endpoints))
-		for i, e := range o.Endpoints {
-			t.Endpoints[i] = discoveryv1.Endpoint{Addresses: e.Addresses, Hostname: e.Hostname,
-				Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}}
-		}
-		return t, nil
-	case *corev1.Pod:
-		t := &corev1.Pod{ObjectMeta: trimMeta(o.ObjectMeta, false)}
-		t.Status.PodIP, t.Status.PodIPs = o.Status.PodIP, o.Status.PodIPs
-		return t, nil
-	}
-	return obj, nil
-}
-
-func trimMeta(m metav1.ObjectMeta, keepTolerate bool) metav1.ObjectMeta {
-	t := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion}
-	if keepTolerate {
-		if v, ok := m.Annotations[tolerateUnreadyAnnotation]; ok {
-			t.Annotations = map[string]string{tolerateUnreadyAnnotation: v}
-		}
-	}
-	return t
-}
-
 // Run serves DNS with cfg, fed from client, until ctx is done or a loop is
 // detected. It is what `svcnet dns` and the agent call.
 func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	s, err := NewServer(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.OwnProcess {
+		tuneOwnProcessGC()
+		// What the package initialisers of the whole binary touched.
+		s.releaseMemory()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
