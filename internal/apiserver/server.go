@@ -261,6 +261,10 @@ func (s *Server) serveResource(rq *request) {
 
 	gr := res.groupResource()
 	notAllowed := func() { rq.writeError(apierrors.NewMethodNotSupported(gr, info.verb)) }
+	switch info.verb {
+	case "create", "update", "patch":
+		growStack() // see stack.go
+	}
 	if info.subresource != "" {
 		s.serveSubresource(rq, notAllowed)
 		return

@@ -4,11 +4,18 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc"
+	"go.etcd.io/etcd/server/v3/proxy/grpcproxy/adapter"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -39,7 +46,8 @@ type EmbeddedTLS struct {
 
 // Embedded is a running embedded etcd member.
 type Embedded struct {
-	etcd *embed.Etcd
+	etcd      *embed.Etcd
+	closeOnce sync.Once
 }
 
 // StartEmbedded starts an embedded etcd member and waits until it serves.
@@ -110,7 +118,9 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Embedded{etcd: e}, nil
+	emb := &Embedded{etcd: e}
+	inProcess.add(emb)
+	return emb, nil
 }
 
 // Endpoints returns the member's client URLs.
@@ -125,8 +135,63 @@ func (e *Embedded) Endpoints() []string {
 // Err reports a fatal error of the running member.
 func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 
-// Close stops the member.
-func (e *Embedded) Close() { e.etcd.Close() }
+// Close stops the member. Calling it again does nothing.
+func (e *Embedded) Close() {
+	e.closeOnce.Do(func() {
+		inProcess.remove(e)
+		e.etcd.Close()
+	})
+}
+
+// inProcess holds the members running in this process, so that Dial to one
+// of them can call into it directly (see Dial).
+var inProcess members
+
+type members struct {
+	mu   sync.Mutex
+	list []*Embedded
+}
+
+func (m *members) add(e *Embedded) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.list = append(m.list, e)
+}
+
+func (m *members) remove(e *Embedded) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.list = slices.DeleteFunc(m.list, func(x *Embedded) bool { return x == e })
+}
+
+// find returns the running member whose client URLs include every one of
+// endpoints, or nil.
+func (m *members) find(endpoints []string) *Embedded {
+	if len(endpoints) == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.list {
+		eps := e.Endpoints()
+		if !slices.ContainsFunc(endpoints, func(ep string) bool { return !slices.Contains(eps, ep) }) {
+			return e
+		}
+	}
+	return nil
+}
+
+// localClient returns a clientv3 client that calls the member's server
+// directly: no gRPC, no TLS, no sockets.
+func (e *Embedded) localClient() *clientv3.Client {
+	return v3client.New(e.etcd.Server)
+}
+
+// localKV is the member's KV service as a client, as localClient's KV uses
+// it (with the quota check of the gRPC service).
+func (e *Embedded) localKV() etcdserverpb.KVClient {
+	return adapter.KvServerToKvClient(v3rpc.NewQuotaKVServer(e.etcd.Server))
+}
 
 // quietCloseLogger is etcd's usual JSON logger at level, minus the errors
 // every clean Close logs ("setting up serving from embedded etcd failed …

@@ -6,11 +6,35 @@ import (
 	"time"
 
 	"github.com/svcnet/svcnet/internal/storage"
+	"github.com/svcnet/svcnet/internal/storage/etcd"
 	"github.com/svcnet/svcnet/internal/storage/etcdtest"
 )
 
-func TestTxnPreconditions(t *testing.T) {
-	s, _ := etcdtest.Start(t)
+// forEachMode runs test against a Store that calls its embedded member
+// in-process (what the all-in-one server uses) and one that goes through
+// gRPC (--etcd-servers): both must behave the same.
+func forEachMode(t *testing.T, test func(*testing.T, *etcd.Store)) {
+	for _, mode := range []struct {
+		name      string
+		start     func(testing.TB) (*etcd.Store, []string)
+		inProcess bool
+	}{
+		{"in-process", etcdtest.Start, true},
+		{"grpc", etcdtest.StartRemote, false},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			s, _ := mode.start(t)
+			if s.InProcess() != mode.inProcess {
+				t.Fatalf("InProcess() = %v, want %v", s.InProcess(), mode.inProcess)
+			}
+			test(t, s)
+		})
+	}
+}
+
+func TestTxnPreconditions(t *testing.T) { forEachMode(t, testTxnPreconditions) }
+
+func testTxnPreconditions(t *testing.T, s *etcd.Store) {
 	ctx := context.Background()
 
 	rev, err := s.Txn(ctx, storage.Put("/a", []byte("1"), 0))
@@ -51,8 +75,9 @@ func TestTxnPreconditions(t *testing.T) {
 	}
 }
 
-func TestListAtRevisionAndCompaction(t *testing.T) {
-	s, _ := etcdtest.Start(t)
+func TestListAtRevisionAndCompaction(t *testing.T) { forEachMode(t, testListAtRevisionAndCompaction) }
+
+func testListAtRevisionAndCompaction(t *testing.T, s *etcd.Store) {
 	ctx := context.Background()
 	r1, _ := s.Txn(ctx, storage.Put("/p/1", []byte("a"), 0))
 	if _, err := s.Txn(ctx, storage.Put("/p/2", []byte("b"), 0), storage.Put("/q/1", []byte("c"), storage.Any)); err != nil {
@@ -87,8 +112,9 @@ func TestListAtRevisionAndCompaction(t *testing.T) {
 	}
 }
 
-func TestWatchFromRevision(t *testing.T) {
-	s, _ := etcdtest.Start(t)
+func TestWatchFromRevision(t *testing.T) { forEachMode(t, testWatchFromRevision) }
+
+func testWatchFromRevision(t *testing.T, s *etcd.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r1, _ := s.Txn(ctx, storage.Put("/w/a", []byte("1"), 0))
@@ -119,5 +145,32 @@ func TestWatchFromRevision(t *testing.T) {
 	}
 	cancel()
 	for range ch {
+	}
+}
+
+func TestTxnErrors(t *testing.T) { forEachMode(t, testTxnErrors) }
+
+func testTxnErrors(t *testing.T, s *etcd.Store) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		ops  []storage.Op
+	}{
+		// etcd's request size limit (1.5 MiB by default) holds in-process too.
+		{"too large", []storage.Op{storage.Put("/big", make([]byte, 2<<20), 0)}},
+		{"unknown op type", []storage.Op{{Type: storage.OpType(7), Key: "/big", ExpectRevision: storage.Any}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Txn(ctx, tc.ops...)
+			if err == nil {
+				t.Fatal("Txn succeeded")
+			}
+			if _, ok := storage.AsPrecondition(err); ok {
+				t.Fatalf("Txn error %v is a precondition error", err)
+			}
+			if _, err := s.Get(ctx, "/big"); !storage.IsNotFound(err) {
+				t.Fatalf("/big after a failed txn: %v", err)
+			}
+		})
 	}
 }

@@ -25,7 +25,21 @@ func FreePort(t testing.TB) int {
 
 // Start starts an embedded etcd on loopback in a temp dir and returns a Store
 // connected to it and the client endpoints. Both stop when the test ends.
+// The Store calls the member in-process, as the all-in-one server's does
+// (etcd.Dial); StartRemote gives one that goes through gRPC.
 func Start(t testing.TB) (*etcd.Store, []string) {
+	t.Helper()
+	return start(t, etcd.Dial)
+}
+
+// StartRemote is Start with a Store that talks gRPC over loopback to the
+// member (etcd.DialRemote), as a server using --etcd-servers does.
+func StartRemote(t testing.TB) (*etcd.Store, []string) {
+	t.Helper()
+	return start(t, etcd.DialRemote)
+}
+
+func start(t testing.TB, dial func(context.Context, []string, clientv3.Config) (*etcd.Store, error)) (*etcd.Store, []string) {
 	t.Helper()
 	ctx := context.Background()
 	var e *etcd.Embedded
@@ -46,7 +60,7 @@ func Start(t testing.TB) (*etcd.Store, []string) {
 		t.Fatalf("etcdtest: %v", err)
 	}
 	t.Cleanup(e.Close)
-	s, err := etcd.Dial(ctx, e.Endpoints(), clientv3.Config{})
+	s, err := dial(ctx, e.Endpoints(), clientv3.Config{})
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
