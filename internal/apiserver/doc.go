@@ -13,9 +13,13 @@
 //	  serveNonResource      /version, /healthz|livez|readyz, /openapi/*, discovery (health.go, server.go)
 //	  serveResource         verb dispatch (server.go)
 //	    get/list            get_list.go, list_pages.go (limit/continue),
-//	                        list_build.go, list_raw.go (fast LIST paths)
-//	    watch               watch.go
-//	    create/update       create_update.go, write.go
+//	                        list_snapshot.go (later pages cut from one read),
+//	                        list_build.go, list_raw.go (fast LIST paths),
+//	                        list_table.go (Table JSON written directly)
+//	    watch               watch.go, watch_hub.go (one storage watch per
+//	                        resource, decoded and encoded once, fanned out)
+//	    create/update       create_update.go, write.go (stack.go: writes
+//	                        grow their goroutine stack once)
 //	    patch               patch.go
 //	    delete(collection)  delete.go, namespace_cleanup.go
 //	    status/scale/binding       server.go, subresources.go

@@ -123,7 +123,7 @@ func (s *Server) listPage(rq *request, res *resource, namespace string, pred pre
 	}
 pages:
 	for {
-		kvs, listRev, m, count, err := s.listRange(rq.ctx, prefix, start, rev, fetch)
+		kvs, listRev, m, count, err := s.listRangeAt(rq.ctx, prefix, start, rev, fetch, continued)
 		if storage.IsExpired(err) {
 			if continued {
 				return nil, errContinueExpired()

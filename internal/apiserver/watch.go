@@ -3,11 +3,13 @@ package apiserver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -111,13 +113,35 @@ func (s *Server) handleWatch(rq *request) {
 		return
 	}
 
-	events := s.store.Watch(ctx, res.listPrefix(rq.namespace), startRev)
+	// The shared watch of the resource when it can serve startRev (see
+	// watch_hub.go), else a storage watch of our own.
+	prefix := res.listPrefix(rq.namespace)
+	var (
+		events   <-chan storage.WatchResult
+		subCh    <-chan *watchEntry
+		startErr error
+	)
+	sub, err := s.subscribe(ctx, res, startRev)
+	switch {
+	case err != nil:
+		startErr = err
+	case sub != nil:
+		defer sub.leave()
+		subCh = sub.ch
+	default:
+		events = s.store.Watch(ctx, prefix, startRev)
+	}
 
 	ws := s.newWatchStream(rq, target, flusher)
 	rq.w.Header().Set("Content-Type", ws.mediaType)
 	rq.w.Header().Set("Transfer-Encoding", "chunked")
 	rq.w.WriteHeader(http.StatusOK)
 	flusher.Flush()
+	if startErr != nil {
+		_ = ws.send(watch.Error, watchErrorStatus(startErr, startRev))
+		flusher.Flush()
+		return
+	}
 
 	lastRev := startRev
 	for _, obj := range initialObjs {
@@ -139,6 +163,10 @@ func (s *Server) handleWatch(rq *request) {
 		tick = t.C
 	}
 	for {
+		var (
+			entry   *watchEntry
+			failure error
+		)
 		select {
 		case <-ctx.Done():
 			return
@@ -147,44 +175,63 @@ func (s *Server) handleWatch(rq *request) {
 				return
 			}
 			flusher.Flush()
+			continue
 		case wr, ok := <-events:
 			if !ok {
 				return
 			}
-			if wr.Err != nil {
-				_ = ws.send(watch.Error, watchErrorStatus(wr.Err, startRev))
+			if failure = wr.Err; failure == nil {
+				entry = newWatchEntry(s, res, wr.Event)
+			}
+		case e, ok := <-subCh:
+			if !ok {
+				if errors.Is(sub.err, errSlowWatcher) {
+					// The client watches again from the last
+					// resourceVersion it saw.
+					return
+				}
+				failure = sub.err
+			}
+			entry = e
+		}
+		if failure != nil {
+			_ = ws.send(watch.Error, watchErrorStatus(failure, startRev))
+			flusher.Flush()
+			return
+		}
+		ev := &entry.ev
+		switch {
+		case ev.Type == storage.EventProgress:
+			if ev.Revision > lastRev {
+				lastRev = ev.Revision
+			}
+			if opts.AllowWatchBookmarks {
+				if err := ws.send(watch.Bookmark, s.bookmarkObject(res, lastRev, false)); err != nil {
+					return
+				}
+			}
+		case ev.Revision <= startRev:
+			// A shared watch's event from before this watch started.
+		case !strings.HasPrefix(ev.KV.Key, prefix):
+			// A shared watch's event of another namespace.
+		default:
+			if ev.Revision > lastRev {
+				lastRev = ev.Revision
+			}
+			typ, obj, isPrev, err := watchEvent(res, pred, entry)
+			if err != nil {
+				_ = ws.send(watch.Error, &toStatus(err).ErrStatus)
 				flusher.Flush()
 				return
 			}
-			ev := wr.Event
-			if ev.Type == storage.EventProgress {
-				if ev.Revision > lastRev {
-					lastRev = ev.Revision
-				}
-				if opts.AllowWatchBookmarks {
-					if err := ws.send(watch.Bookmark, s.bookmarkObject(res, lastRev, false)); err != nil {
-						return
-					}
-				}
-			} else {
-				if ev.Revision > lastRev {
-					lastRev = ev.Revision
-				}
-				typ, obj, err := s.watchEvent(res, pred, ev)
-				if err != nil {
-					_ = ws.send(watch.Error, &toStatus(err).ErrStatus)
-					flusher.Flush()
+			if obj != nil {
+				if err := ws.sendEntry(typ, obj, entry, isPrev); err != nil {
 					return
 				}
-				if obj != nil {
-					if err := ws.send(typ, obj); err != nil {
-						return
-					}
-				}
 			}
-			if len(events) == 0 {
-				flusher.Flush()
-			}
+		}
+		if len(events) == 0 && len(subCh) == 0 {
+			flusher.Flush()
 		}
 	}
 }
@@ -213,46 +260,46 @@ func (s *Server) bookmarkObject(res *resource, rev int64, initialEnd bool) runti
 }
 
 // watchEvent turns a storage event into a watch event for the selectors;
-// obj is nil when the event is not for this watcher.
-func (s *Server) watchEvent(res *resource, pred predicate, ev storage.Event) (watch.EventType, runtime.Object, error) {
+// obj is nil when the event is not for this watcher, and isPrev says that
+// obj is the state before the change. The entry decodes each state at most
+// once, and only when needed.
+func watchEvent(res *resource, pred predicate, e *watchEntry) (typ watch.EventType, obj runtime.Object, isPrev bool, err error) {
+	ev := &e.ev
 	var cur, prev runtime.Object
-	var err error
-	if ev.Type == storage.EventPut {
-		if cur, err = s.decode(res, ev.KV.Value, ev.Revision); err != nil {
-			return "", nil, err
-		}
+	if cur, err = e.current(); err != nil {
+		return "", nil, false, err
 	}
 	needPrev := ev.Prev != nil && (ev.Type == storage.EventDelete || !pred.empty())
 	if needPrev {
 		// The old state, with the revision at which it changed.
-		if prev, err = s.decode(res, ev.Prev.Value, ev.Revision); err != nil {
-			return "", nil, err
+		if prev, err = e.previous(); err != nil {
+			return "", nil, false, err
 		}
 	}
 	switch {
 	case ev.Type == storage.EventDelete:
 		if prev == nil || !pred.matches(res, prev) {
-			return "", nil, nil
+			return "", nil, false, nil
 		}
-		return watch.Deleted, prev, nil
+		return watch.Deleted, prev, true, nil
 	case ev.Prev == nil:
 		if !pred.matches(res, cur) {
-			return "", nil, nil
+			return "", nil, false, nil
 		}
-		return watch.Added, cur, nil
+		return watch.Added, cur, false, nil
 	case pred.empty():
-		return watch.Modified, cur, nil
+		return watch.Modified, cur, false, nil
 	}
 	curOK, prevOK := pred.matches(res, cur), pred.matches(res, prev)
 	switch {
 	case curOK && prevOK:
-		return watch.Modified, cur, nil
+		return watch.Modified, cur, false, nil
 	case curOK:
-		return watch.Added, cur, nil
+		return watch.Added, cur, false, nil
 	case prevOK:
-		return watch.Deleted, prev, nil
+		return watch.Deleted, prev, true, nil
 	}
-	return "", nil, nil
+	return "", nil, false, nil
 }
 
 // watchStream encodes watch events onto the response.
@@ -294,8 +341,46 @@ func (s *Server) newWatchStream(rq *request, target outputTarget, flusher http.F
 	return ws
 }
 
-// send writes one event as a single frame.
+// send writes one event of an object of this watch alone as a single frame.
 func (ws *watchStream) send(typ watch.EventType, obj runtime.Object) error {
+	data, err := ws.encode(typ, obj)
+	if err != nil {
+		return err
+	}
+	_, err = ws.frames.Write(data)
+	return err
+}
+
+// sendEntry writes an event whose object belongs to e, which other
+// watchers may be encoding at the same time: the encoding happens under
+// e.mu, and a whole-object event is encoded once per media type and kept in
+// e for the other watchers.
+func (ws *watchStream) sendEntry(typ watch.EventType, obj runtime.Object, e *watchEntry, isPrev bool) error {
+	e.mu.Lock()
+	data := []byte(nil)
+	cache := ws.as == asObject
+	if cache {
+		data = e.cached(ws.mediaType, typ, isPrev)
+	}
+	if data == nil {
+		encoded, err := ws.encode(typ, obj)
+		if err != nil {
+			e.mu.Unlock()
+			return err
+		}
+		data = encoded
+		if cache {
+			data = bytes.Clone(encoded)
+			e.enc = append(e.enc, encodedEvent{mediaType: ws.mediaType, typ: typ, prev: isPrev, data: data})
+		}
+	}
+	e.mu.Unlock()
+	_, err := ws.frames.Write(data)
+	return err
+}
+
+// encode returns the event's frame payload, valid until the next encode.
+func (ws *watchStream) encode(typ watch.EventType, obj runtime.Object) ([]byte, error) {
 	enc := ws.objEnc
 	switch {
 	case typ == watch.Error:
@@ -303,7 +388,7 @@ func (ws *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 	case ws.as == asPartial:
 		m, err := meta.Accessor(obj)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p := meta.AsPartialObjectMetadata(m)
 		p.SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind(asPartial))
@@ -311,7 +396,7 @@ func (ws *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 	case ws.as == asTable && typ != watch.Bookmark:
 		t, err := ws.s.toTable(ws.rq.res, obj, false, ws.tableOpts, ws.tableHeaderSent)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ws.tableHeaderSent = true
 		obj, enc = t, ws.metaEnc
@@ -319,14 +404,13 @@ func (ws *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 	ws.obj.Reset()
 	if err := enc.Encode(obj, &ws.obj); err != nil {
 		ws.s.log.Error("encode watch object", "type", fmt.Sprintf("%T", obj), "err", err)
-		return err
+		return nil, err
 	}
 	ev := &metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: ws.obj.Bytes()}}
 	ws.event.Reset()
 	if err := ws.outer.Encode(ev, &ws.event); err != nil {
 		ws.s.log.Error("encode watch event", "err", err)
-		return err
+		return nil, err
 	}
-	_, err := ws.frames.Write(ws.event.Bytes())
-	return err
+	return ws.event.Bytes(), nil
 }
