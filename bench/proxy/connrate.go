@@ -57,7 +57,6 @@ const (
 	crBulkPort = 8081
 	crVIP      = "10.96.200.1"
 	crGateway  = "169.254.1.1"
-	crRounds   = 5
 	// crTputRounds bulk-stream rounds per target.
 	crTputRounds = 3
 	crNodeName   = "node-0"
@@ -98,7 +97,7 @@ type connRateResult struct {
 
 // runConnRateParent re-executes the binary under unshare and decodes the
 // child's result. A nil result with a nil error means skipped (not root).
-func runConnRateParent(backend, variant, scales string, seconds float64) (*connRateResult, error) {
+func runConnRateParent(backend, variant, scales string, seconds float64, rounds int) (*connRateResult, error) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "connection-rate bench: skipped (needs root: it builds network namespaces inside unshare --net)")
 		return nil, nil
@@ -109,7 +108,7 @@ func runConnRateParent(backend, variant, scales string, seconds float64) (*connR
 	}
 	cmd := exec.Command("unshare", "--net", "--mount", "--propagation", "private", self,
 		"-child", "connrate", "-backend", backend, "-iptables-variant", variant,
-		"-connrate-services", scales, "-connrate-seconds", fmt.Sprint(seconds))
+		"-connrate-services", scales, "-connrate-seconds", fmt.Sprint(seconds), "-connrate-rounds", fmt.Sprint(rounds))
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -124,7 +123,7 @@ func runConnRateParent(backend, variant, scales string, seconds float64) (*connR
 }
 
 // connRateChild runs the measurement (inside the private namespace).
-func connRateChild(backend, variant string, scales []int, seconds float64) (*connRateResult, error) {
+func connRateChild(backend, variant string, scales []int, seconds float64, rounds int) (*connRateResult, error) {
 	if os.Getenv(netnsEnv) == "" {
 		return nil, fmt.Errorf("must run inside unshare --net")
 	}
@@ -170,7 +169,7 @@ func connRateChild(backend, variant string, scales []int, seconds float64) (*con
 	}
 	defer b.Cleanup(ctx)
 
-	res := &connRateResult{Backend: name, Seconds: seconds, Rounds: crRounds, LoadBefore: loadAvg()}
+	res := &connRateResult{Backend: name, Seconds: seconds, Rounds: rounds, LoadBefore: loadAvg()}
 	defer func() { res.LoadAfter = loadAvg() }()
 	dur := time.Duration(seconds * float64(time.Second))
 	direct := netip.AddrPortFrom(netip.MustParseAddr(crServer), crPort)
@@ -190,7 +189,7 @@ func connRateChild(backend, variant string, scales []int, seconds float64) (*con
 				return nil, err
 			}
 		}
-		for range crRounds {
+		for range rounds {
 			for _, target := range []netip.AddrPort{direct, viaVIP} {
 				rate, e, err := crRate(target, dur)
 				if err != nil {

@@ -38,7 +38,7 @@
 //
 //	go run ./bench/proxy [-backend nftables,iptables,userspace] [-what sync,connrate]
 //	    [-services 1000,10000] [-endpoints 10] [-changes 50] [-modes kernel,fake]
-//	    [-connrate-services 10,10000,10] [-connrate-seconds 2] [-iptables-variant nft|legacy]
+//	    [-connrate-services 10,10000,10] [-connrate-seconds 2] [-connrate-rounds 5] [-iptables-variant nft|legacy]
 //
 // The iptables mode uses the variant DetectVariant picks inside the private
 // namespace (normally iptables-nft) unless -iptables-variant says.
@@ -106,6 +106,7 @@ func main() {
 		connRate     = flag.Bool("connrate", false, "shorthand for -what connrate")
 		crServices   = flag.String("connrate-services", "10,10000,10", "with connrate: service counts installed in turn, comma-separated")
 		crSeconds    = flag.Float64("connrate-seconds", 2, "with connrate: seconds per measurement round")
+		crRounds     = flag.Int("connrate-rounds", 5, "with connrate: rounds per target and installation (the median is reported)")
 	)
 	flag.Parse()
 	if *connRate {
@@ -117,7 +118,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		r, err := connRateChild(*backendFlag, *variantFlag, scales, *crSeconds)
+		r, err := connRateChild(*backendFlag, *variantFlag, scales, *crSeconds, *crRounds)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "connection-rate bench:", err)
 			os.Exit(1)
@@ -161,7 +162,7 @@ func main() {
 		var cr *connRateResult
 		if doConn {
 			fmt.Fprintf(os.Stderr, "bench/proxy: %s connection rate and throughput ...\n", backend)
-			r, err := runConnRateParent(backend, *variantFlag, *crServices, *crSeconds)
+			r, err := runConnRateParent(backend, *variantFlag, *crServices, *crSeconds, *crRounds)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "bench/proxy: %s connection rate: %v\n", backend, err)
 				failed = true
