@@ -22,7 +22,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -408,14 +407,6 @@ func webService(name string, typ v1.ServiceType) *v1.Service {
 }
 
 var webPods = []string{"web-master", "web-work1", "web-work2"}
-
-// patchPod merges patch into a pod.
-func (b *behaviourLab) patchPod(t *testing.T, name, patch string) {
-	t.Helper()
-	if _, err := b.c.CoreV1().Pods("default").Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatalf("patch pod %s: %v", name, err)
-	}
-}
 
 // labProcess is the server's or one agent's process as `lab up` started
 // it: its command line, node namespace, log and pid file.
