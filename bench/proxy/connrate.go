@@ -294,6 +294,9 @@ func crBackend(ctx context.Context, backend, variant string) (proxy.Backend, str
 		b, err := userspace.New(userspace.Config{Family: v1.IPv4Protocol, NodeName: crNodeName, ClusterCIDRs: cidrs,
 			ServiceCIDRs: scidrs, Transparent: true, Logger: logger}, nft)
 		return b, "userspace", err
+	case "bare-nat":
+		b, err := newBareNAT()
+		return b, "bare-nat (reference: one DNAT rule)", err
 	}
 	return nil, "", fmt.Errorf("unknown backend %q", backend)
 }

@@ -26,6 +26,9 @@
 // connections per second to a non-service address (direct) and through a
 // ClusterIP with 10, 10k and again 10 services installed, and the
 // throughput of one bulk stream direct and through a ClusterIP.
+// `-backend bare-nat -what connrate` measures the same rows with only one
+// DNAT rule installed (barenat.go): the cost of in-kernel NAT itself, the
+// floor under every kernel mode's ClusterIP/direct ratio.
 //
 // Goals: nftables 10k cold sync ≤ 2 s, one change p99 ≤ 20 ms, RSS ≤
 // 150 MB (issue 5); iptables and nftables ClusterIP ≥ 95% of direct (rate
@@ -100,7 +103,7 @@ func main() {
 		modes        = flag.String("modes", "kernel", "sync measurements: kernel (real nft/iptables in a private netns; root only) and/or fake (the backend's fake: pure Go cost)")
 		fakeMax      = flag.Int("fake-max", 2000, "largest service count for the fake (knftables.Fake is quadratic; 10k takes many minutes)")
 		child        = flag.String("child", "", "internal: run one mode:services measurement and print JSON")
-		backendFlag  = flag.String("backend", "nftables,iptables,userspace", "proxy backends (modes) to measure, comma-separated")
+		backendFlag  = flag.String("backend", "nftables,iptables,userspace", "proxy backends (modes) to measure, comma-separated; bare-nat (connrate only) is a one-DNAT-rule reference: the cost of in-kernel NAT itself")
 		variantFlag  = flag.String("iptables-variant", "", "with -backend iptables: nft or legacy (default: iptables.DetectVariant)")
 		what         = flag.String("what", "sync,connrate", "what to measure: sync (sync costs, RSS) and/or connrate (connection rate and throughput; connrate.go)")
 		connRate     = flag.Bool("connrate", false, "shorthand for -what connrate")
