@@ -129,124 +129,122 @@ func appendCell(b []byte, c interface{}) ([]byte, error) {
 	return appendMarshal(b, c)
 }
 
+// jsonObject writes the members of one JSON object in order, as
+// encoding/json does for a struct: a comma between members, omitempty
+// strings left out.
+type jsonObject struct {
+	b     []byte
+	first bool
+}
+
+func openObject(b []byte) *jsonObject { return &jsonObject{b: append(b, '{'), first: true} }
+
+// field writes the separator and "name": of the next member.
+func (o *jsonObject) field(name string) {
+	if !o.first {
+		o.b = append(o.b, ',')
+	}
+	o.first = false
+	o.b = append(o.b, '"')
+	o.b = append(o.b, name...)
+	o.b = append(o.b, '"', ':')
+}
+
+// str writes an omitempty string member.
+func (o *jsonObject) str(name, v string) {
+	if v != "" {
+		o.field(name)
+		o.b = appendJSONString(o.b, v)
+	}
+}
+
+func (o *jsonObject) close() []byte { return append(o.b, '}') }
+
 // appendPartialObjectMetadata writes p as encoding/json does.
 func appendPartialObjectMetadata(b []byte, p *metav1.PartialObjectMetadata) ([]byte, error) {
-	b = append(b, '{')
-	first := true
-	field := func(name string) {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, '"', ':')
-	}
-	str := func(name, v string) {
-		if v != "" {
-			field(name)
-			b = appendJSONString(b, v)
-		}
-	}
-	str("kind", p.Kind)
-	str("apiVersion", p.APIVersion)
-	field("metadata")
-	b = append(b, '{')
-	first = true
+	top := openObject(b)
+	top.str("kind", p.Kind)
+	top.str("apiVersion", p.APIVersion)
+	top.field("metadata")
+	o := openObject(top.b)
 	m := &p.ObjectMeta
-	str("name", m.Name)
-	str("generateName", m.GenerateName)
-	str("namespace", m.Namespace)
-	str("selfLink", m.SelfLink)
-	str("uid", string(m.UID))
-	str("resourceVersion", m.ResourceVersion)
+	o.str("name", m.Name)
+	o.str("generateName", m.GenerateName)
+	o.str("namespace", m.Namespace)
+	o.str("selfLink", m.SelfLink)
+	o.str("uid", string(m.UID))
+	o.str("resourceVersion", m.ResourceVersion)
 	if m.Generation != 0 {
-		field("generation")
-		b = strconv.AppendInt(b, m.Generation, 10)
+		o.field("generation")
+		o.b = strconv.AppendInt(o.b, m.Generation, 10)
 	}
 	if !m.CreationTimestamp.IsZero() {
-		field("creationTimestamp")
-		b = appendTime(b, m.CreationTimestamp)
+		o.field("creationTimestamp")
+		o.b = appendTime(o.b, m.CreationTimestamp)
 	}
 	if m.DeletionTimestamp != nil {
-		field("deletionTimestamp")
-		b = appendTime(b, *m.DeletionTimestamp)
+		o.field("deletionTimestamp")
+		o.b = appendTime(o.b, *m.DeletionTimestamp)
 	}
 	if m.DeletionGracePeriodSeconds != nil {
-		field("deletionGracePeriodSeconds")
-		b = strconv.AppendInt(b, *m.DeletionGracePeriodSeconds, 10)
+		o.field("deletionGracePeriodSeconds")
+		o.b = strconv.AppendInt(o.b, *m.DeletionGracePeriodSeconds, 10)
 	}
 	if len(m.Labels) > 0 {
-		field("labels")
-		b = appendStringMap(b, m.Labels)
+		o.field("labels")
+		o.b = appendStringMap(o.b, m.Labels)
 	}
 	if len(m.Annotations) > 0 {
-		field("annotations")
-		b = appendStringMap(b, m.Annotations)
+		o.field("annotations")
+		o.b = appendStringMap(o.b, m.Annotations)
 	}
 	var err error
 	if len(m.OwnerReferences) > 0 {
-		field("ownerReferences")
-		if b, err = appendMarshal(b, m.OwnerReferences); err != nil {
+		o.field("ownerReferences")
+		if o.b, err = appendMarshal(o.b, m.OwnerReferences); err != nil {
 			return nil, err
 		}
 	}
 	if len(m.Finalizers) > 0 {
-		field("finalizers")
-		b = append(b, '[')
+		o.field("finalizers")
+		o.b = append(o.b, '[')
 		for i, f := range m.Finalizers {
 			if i > 0 {
-				b = append(b, ',')
+				o.b = append(o.b, ',')
 			}
-			b = appendJSONString(b, f)
+			o.b = appendJSONString(o.b, f)
 		}
-		b = append(b, ']')
+		o.b = append(o.b, ']')
 	}
 	if len(m.ManagedFields) > 0 {
-		field("managedFields")
-		b = append(b, '[')
+		o.field("managedFields")
+		o.b = append(o.b, '[')
 		for i := range m.ManagedFields {
 			if i > 0 {
-				b = append(b, ',')
+				o.b = append(o.b, ',')
 			}
-			if b, err = appendManagedFieldsEntry(b, &m.ManagedFields[i]); err != nil {
+			if o.b, err = appendManagedFieldsEntry(o.b, &m.ManagedFields[i]); err != nil {
 				return nil, err
 			}
 		}
-		b = append(b, ']')
+		o.b = append(o.b, ']')
 	}
-	return append(b, '}', '}'), nil
+	return append(o.close(), '}'), nil
 }
 
 // appendManagedFieldsEntry writes e as encoding/json does.
 func appendManagedFieldsEntry(b []byte, e *metav1.ManagedFieldsEntry) ([]byte, error) {
-	b = append(b, '{')
-	first := true
-	field := func(name string) {
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, '"', ':')
-	}
-	str := func(name, v string) {
-		if v != "" {
-			field(name)
-			b = appendJSONString(b, v)
-		}
-	}
-	str("manager", e.Manager)
-	str("operation", string(e.Operation))
-	str("apiVersion", e.APIVersion)
+	o := openObject(b)
+	o.str("manager", e.Manager)
+	o.str("operation", string(e.Operation))
+	o.str("apiVersion", e.APIVersion)
 	if e.Time != nil {
-		field("time")
-		b = appendTime(b, *e.Time)
+		o.field("time")
+		o.b = appendTime(o.b, *e.Time)
 	}
-	str("fieldsType", e.FieldsType)
+	o.str("fieldsType", e.FieldsType)
 	if e.FieldsV1 != nil {
-		field("fieldsV1")
+		o.field("fieldsV1")
 		raw, err := e.FieldsV1.MarshalJSON()
 		if err != nil {
 			return nil, err
@@ -255,10 +253,10 @@ func appendManagedFieldsEntry(b []byte, e *metav1.ManagedFieldsEntry) ([]byte, e
 		if err != nil {
 			return nil, err
 		}
-		b = append(b, out...)
+		o.b = append(o.b, out...)
 	}
-	str("subresource", e.Subresource)
-	return append(b, '}'), nil
+	o.str("subresource", e.Subresource)
+	return o.close(), nil
 }
 
 // compacted remembers compactJSON's result for recent FieldsV1 values: the

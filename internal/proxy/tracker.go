@@ -40,10 +40,10 @@ type Tracker struct {
 	nodeZone string
 	// serviceCIDRs are the cluster's ServiceCIDRs (nil: not known).
 	serviceCIDRs []netip.Prefix
-	// nodeChanged is set when something every service depends on changed
+	// globalChanged is set when something every service depends on changed
 	// (node addresses or zone, service CIDRs): the next snapshot is full.
-	nodeChanged bool
-	generation  uint64
+	globalChanged bool
+	generation    uint64
 	// synced flags are set once each informer has delivered its initial list.
 	servicesSynced, slicesSynced bool
 }
@@ -169,7 +169,7 @@ func (t *Tracker) UpdateNode(node *v1.Node) bool {
 	if reflect.DeepEqual(ips, t.nodeIPs) && zone == t.nodeZone {
 		return false
 	}
-	t.nodeIPs, t.nodeZone, t.nodeChanged = ips, zone, true
+	t.nodeIPs, t.nodeZone, t.globalChanged = ips, zone, true
 	return true
 }
 
@@ -195,7 +195,7 @@ func (t *Tracker) SetServiceCIDRs(cidrs []netip.Prefix) bool {
 	if (norm == nil) == (t.serviceCIDRs == nil) && slices.Equal(norm, t.serviceCIDRs) {
 		return false
 	}
-	t.serviceCIDRs, t.nodeChanged = norm, true
+	t.serviceCIDRs, t.globalChanged = norm, true
 	return true
 }
 
@@ -219,7 +219,7 @@ func (t *Tracker) Ready() bool {
 func (t *Tracker) Pending() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.dirty) > 0 || t.nodeChanged
+	return len(t.dirty) > 0 || t.globalChanged
 }
 
 // Snapshot builds a State with every current service and endpoint, the
@@ -239,7 +239,7 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 		Services:     make(map[ServicePortName]*ServicePort, len(t.services)),
 		Endpoints:    make(map[ServicePortName][]Endpoint, len(t.services)),
 		Changed:      make(map[ServicePortName]struct{}, len(t.dirty)),
-		Full:         full || t.nodeChanged,
+		Full:         full || t.globalChanged,
 		Generation:   t.generation,
 	}
 	times := make([]time.Time, 0, len(t.dirty))
@@ -270,7 +270,7 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 		}
 	}
 	clear(t.dirty)
-	t.nodeChanged = false
+	t.globalChanged = false
 	for nn, ports := range t.services {
 		eps := t.endpoints[nn]
 		for n, sp := range ports {
