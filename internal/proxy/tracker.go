@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -35,6 +36,11 @@ type Tracker struct {
 	// lastPorts is the set of port names of each Service in the last
 	// snapshot, so deleted ports appear in State.Changed.
 	lastPorts map[types.NamespacedName][]ServicePortName
+	// flatServices and flatEndpoints are the Services and Endpoints of the
+	// last snapshot, kept up to date for dirty Services only; a snapshot
+	// clones them (a bulk copy) instead of re-inserting every port.
+	flatServices  map[ServicePortName]*ServicePort
+	flatEndpoints map[ServicePortName][]Endpoint
 
 	nodeIPs  []netip.Addr
 	nodeZone string
@@ -57,6 +63,9 @@ func NewTracker(nodeName string) *Tracker {
 		endpoints: map[types.NamespacedName]map[ServicePortName][]Endpoint{},
 		dirty:     map[types.NamespacedName]time.Time{},
 		lastPorts: map[types.NamespacedName][]ServicePortName{},
+
+		flatServices:  map[ServicePortName]*ServicePort{},
+		flatEndpoints: map[ServicePortName][]Endpoint{},
 	}
 }
 
@@ -236,8 +245,6 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 		NodeIPs:  append([]netip.Addr(nil), t.nodeIPs...),
 		// SetServiceCIDRs replaces the slice, never mutates it.
 		ServiceCIDRs: t.serviceCIDRs,
-		Services:     make(map[ServicePortName]*ServicePort, len(t.services)),
-		Endpoints:    make(map[ServicePortName][]Endpoint, len(t.services)),
 		Changed:      make(map[ServicePortName]struct{}, len(t.dirty)),
 		Full:         full || t.globalChanged,
 		Generation:   t.generation,
@@ -247,6 +254,8 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 		times = append(times, at)
 		for _, n := range t.lastPorts[nn] {
 			st.Changed[n] = struct{}{}
+			delete(t.flatServices, n)
+			delete(t.flatEndpoints, n)
 		}
 		var ss []*discovery.EndpointSlice
 		for _, s := range t.slices[nn] {
@@ -258,10 +267,15 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 			t.endpoints[nn] = MergeEndpoints(nn, ss, t.nodeName)
 		}
 		ports := t.services[nn]
+		eps := t.endpoints[nn]
 		names := make([]ServicePortName, 0, len(ports))
-		for n := range ports {
+		for n, sp := range ports {
 			st.Changed[n] = struct{}{}
 			names = append(names, n)
+			t.flatServices[n] = sp
+			if e := eps[n]; len(e) > 0 {
+				t.flatEndpoints[n] = e
+			}
 		}
 		if len(names) == 0 {
 			delete(t.lastPorts, nn)
@@ -271,15 +285,8 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 	}
 	clear(t.dirty)
 	t.globalChanged = false
-	for nn, ports := range t.services {
-		eps := t.endpoints[nn]
-		for n, sp := range ports {
-			st.Services[n] = sp
-			if e := eps[n]; len(e) > 0 {
-				st.Endpoints[n] = e
-			}
-		}
-	}
+	st.Services = maps.Clone(t.flatServices)
+	st.Endpoints = maps.Clone(t.flatEndpoints)
 	return st, times
 }
 

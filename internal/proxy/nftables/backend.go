@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
@@ -74,8 +77,12 @@ type Backend struct {
 	serviceCIDRs []netip.Prefix
 	records      map[proxy.ServicePortName]*svcPlan
 	elems        *elementStore
-	baseRules    int
-	svcRules     int
+	// picks counts the services using each pick-N chain; pickChains are
+	// those in the kernel (each has one rule).
+	picks      map[int]int
+	pickChains map[int]bool
+	baseRules  int
+	svcRules   int
 
 	lastPartial bool
 }
@@ -102,13 +109,15 @@ func New(cfg Config, nft knftables.Interface) (*Backend, error) {
 		cfg.InterfaceAddrs = proxy.LocalAddrs
 	}
 	b := &Backend{
-		cfg:      cfg,
-		nft:      nft,
-		ipv6:     cfg.Family == v1.IPv6Protocol,
-		log:      cfg.Logger.With("component", "proxy-nftables", "family", string(cfg.Family)),
-		needFull: true,
-		records:  map[proxy.ServicePortName]*svcPlan{},
-		elems:    newElementStore(),
+		cfg:        cfg,
+		nft:        nft,
+		ipv6:       cfg.Family == v1.IPv6Protocol,
+		log:        cfg.Logger.With("component", "proxy-nftables", "family", string(cfg.Family)),
+		needFull:   true,
+		records:    map[proxy.ServicePortName]*svcPlan{},
+		elems:      newElementStore(),
+		picks:      map[int]int{},
+		pickChains: map[int]bool{},
 	}
 	for _, p := range cfg.ClusterCIDRs {
 		if p.Addr().Is4() == !b.ipv6 {
@@ -133,7 +142,7 @@ func NewInterface(f v1.IPFamily) (knftables.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	return nft, nil
+	return &realInterface{Interface: nft, family: Family(f)}, nil
 }
 
 // NewFake returns an in-memory knftables.Fake for the svcnet table of
@@ -150,13 +159,13 @@ func (b *Backend) Name() string { return "nftables" }
 
 // LastSyncStats implements proxy.SyncStats.
 func (b *Backend) LastSyncStats() (partial bool, rules int) {
-	return b.lastPartial, b.baseRules + b.svcRules
+	return b.lastPartial, b.baseRules + b.svcRules + len(b.pickChains)
 }
 
 // Counts returns the number of rules and of set/map elements the backend
 // has written (its own record; no kernel round trip).
 func (b *Backend) Counts() (rules, elements int) {
-	return b.baseRules + b.svcRules, b.elems.count()
+	return b.baseRules + b.svcRules + len(b.pickChains), b.elems.count()
 }
 
 // Cleanup implements proxy.Backend: it deletes the svcnet table of this
@@ -171,6 +180,8 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	b.needFull = true
 	b.initialized = false
 	clear(b.records)
+	clear(b.picks)
+	clear(b.pickChains)
 	b.elems.reset()
 	return nil
 }
@@ -222,7 +233,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 				return fmt.Errorf("nftables: list chains: %w", err)
 			}
 			for _, c := range chains {
-				if isServiceChain(c) {
+				if isServiceChain(c) || isPickChain(c) {
 					staleChains = append(staleChains, c)
 				}
 			}
@@ -237,6 +248,8 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			}
 		}
 		b.records = map[proxy.ServicePortName]*svcPlan{}
+		clear(b.picks)
+		clear(b.pickChains)
 		for _, w := range b.globalElems(nodeIPs) {
 			b.elems.add(w)
 		}
@@ -267,6 +280,9 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 				b.elems.remove(e.elemKey)
 			}
 			b.svcRules -= prev.rules()
+			for _, n := range prev.picks {
+				b.picks[n]--
+			}
 			// Chains and sets the new plan no longer has are stale.
 			for _, c := range prev.chains {
 				if plan == nil || !slices.ContainsFunc(plan.chains, func(x chainPlan) bool { return x.name == c.name }) {
@@ -287,6 +303,9 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			continue
 		}
 		newRecords[n] = plan
+		for _, n := range plan.picks {
+			b.picks[n]++
+		}
 		w := write{name: n, plan: plan}
 		if !full {
 			w.prev = prev
@@ -327,6 +346,26 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			})
 		}
 	}
+	// The shared pick-N chains: create those now needed, drop those no
+	// service uses any more (after the elements pointing at them, below).
+	for _, n := range slices.Sorted(maps.Keys(b.picks)) {
+		switch {
+		case n == 0:
+		case b.picks[n] > 0 && !b.pickChains[n]:
+			b.pickChains[n] = true
+			c := pickChainName(n)
+			active[c] = true
+			tx.Add(&knftables.Chain{Name: c})
+			tx.Flush(&knftables.Chain{Name: c})
+			tx.Add(&knftables.Rule{Chain: c, Rule: b.pickRule(n)})
+		case b.picks[n] <= 0 && b.pickChains[n]:
+			delete(b.pickChains, n)
+			staleChains = append(staleChains, pickChainName(n))
+		}
+		if b.picks[n] <= 0 {
+			delete(b.picks, n)
+		}
+	}
 	// 2. Rules.
 	for _, w := range writes {
 		for _, c := range w.plan.chains {
@@ -344,8 +383,14 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	}
 	// 3. Map/set elements: deletions first (they may point at chains deleted
 	//    below), then additions.
-	b.elems.flushDeletes(tx)
-	b.elems.flushAdds(tx)
+	structural := tx.NumOperations() > 0
+	dels, adds := b.elems.delta()
+	for _, w := range dels {
+		tx.Delete(newElement(w.elemKey, w.value))
+	}
+	for _, w := range adds {
+		tx.Add(newElement(w.elemKey, w.value))
+	}
 	// 4. Stale chains: flush all, then delete, so references between them
 	//    do not matter; then stale affinity sets (referenced by those rules).
 	staleChains = slices.DeleteFunc(staleChains, func(c string) bool { return active[c] })
@@ -371,7 +416,12 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	if tx.NumOperations() == 0 {
 		return nil
 	}
-	if err := b.nft.Run(ctx, tx); err != nil {
+	structural = structural || len(staleChains) > 0 || len(staleSets) > 0
+	if ew, ok := b.nft.(elementWriter); ok && !full && !structural {
+		if err := ew.writeElements(dels, adds); err != nil {
+			return fmt.Errorf("nftables: sync %s table (%d element changes): %w", b.ipX(), len(dels)+len(adds), err)
+		}
+	} else if err := b.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables: sync %s table (%d operations): %w", b.ipX(), tx.NumOperations(), err)
 	}
 	b.initialized = true
@@ -390,6 +440,9 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 }
 
 func (b *Backend) chainInUse(c string) bool {
+	if n, err := strconv.Atoi(strings.TrimPrefix(c, pickChainPrefix)); err == nil && isPickChain(c) {
+		return b.pickChains[n]
+	}
 	for _, p := range b.records {
 		for _, x := range p.chains {
 			if x.name == c {

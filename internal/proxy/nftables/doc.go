@@ -22,30 +22,47 @@
 //	ip daddr . meta l4proto . th dport vmap @service-ips
 //	ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
 //
-// service-ips holds ClusterIP, ExternalIP and LoadBalancer IP keys; the
-// ClusterIP points at the internal policy chain (service-* for Cluster,
-// local-* for internalTrafficPolicy Local), external addresses and NodePorts
-// at external-*, which masquerades (Cluster policy) or short-circuits pod and
-// node-local traffic (ETP Local) before going to the policy chain. NodePorts
-// answer only on @nodeport-ips: the node IPs (or the local addresses inside
-// --nodeport-addresses), never loopback.
+// service-ips holds ClusterIP, ExternalIP and LoadBalancer IP keys. In the
+// common case a destination needs no chain of its own: its element says
+// "goto pick-N" (N = its number of endpoints), and the shared chain pick-N
+// has one rule,
 //
-// A policy chain picks an endpoint with a cascade, as iptables' statistic
-// rules (rule i of N matches with probability 1/(N-i); dnat ends the
-// chain):
+//	dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @endpoint-slots :
+//	    ip daddr . meta l4proto . th dport map @endpoint-ports
+//
+// endpoint-slots maps "destination . proto . port . slot" to the endpoint
+// address of each slot 0…N-1, endpoint-ports the destination to the
+// endpoints' port. Each endpoint gets exactly 1/N of new connections. A
+// ClusterIP gets slots for the endpoints of its internal policy (all ready
+// endpoints, or the local ones with internalTrafficPolicy Local); external
+// destinations of a Cluster-policy service go through external-* (which
+// masquerades) and then pick-N, with slots of their own, including one set
+// per node address for the NodePort. So an endpoint that moves is a
+// map-element change only, which the kernel applies without re-validating
+// the table's chains, and which the backend sends itself over netlink
+// (netlink.go) instead of starting nft.
+//
+// The per-service chains remain for what slots cannot express: session
+// affinity, externalTrafficPolicy Local (external-* short-circuits pod and
+// node-local clients to the cluster endpoints, others get the local ones),
+// and endpoints that listen on different ports. NodePorts answer only on
+// @nodeport-ips: the node IPs (or the local addresses inside
+// --nodeport-addresses), never loopback. There the policy chain
+// (service-* for Cluster, local-* for Local) picks an endpoint with a
+// cascade, as iptables' statistic rules (rule i of N matches with
+// probability 1/(N-i); dnat ends the chain):
 //
 //	numgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.2:8080
 //	numgen random mod 2 0 meta l4proto tcp dnat to 10.244.2.2:8080
 //	meta l4proto tcp dnat to 10.244.0.5:8080
 //
 // Upstream uses one anonymous "numgen random mod N map { … }" per service;
-// with nft 1.0.6 that makes a 10k-service load ~3× slower (anonymous sets
-// are created one by one), and one map shared by all services is worse
-// (every rule binding it costs O(elements) in the kernel). With
-// sessionAffinity ClientIP, first "ip saddr @affinity-X goto
-// endpoint-X" for every endpoint, then "numgen random mod N vmap { … goto
-// endpoint-X }"; the endpoint chain records the client in its dynamic
-// affinity set (timeout = timeoutSeconds) and DNATs.
+// with nft 1.0.6 that makes a 10k-service load ~3× slower (the kernel names
+// anonymous sets by scanning all sets of the table). With sessionAffinity
+// ClientIP, first "ip saddr @affinity-X goto endpoint-X" for every
+// endpoint, then "numgen random mod N vmap { … goto endpoint-X }"; the
+// endpoint chain records the client in its dynamic affinity set (timeout =
+// timeoutSeconds) and DNATs.
 //
 // Services without usable endpoints are in no-endpoint-services /
 // no-endpoint-nodeports with "goto reject-chain" (TCP reset, ICMP port
@@ -61,7 +78,11 @@
 //
 // # Syncs
 //
-// Every Sync is one knftables transaction. The backend keeps, per service
+// Every Sync is one transaction: through knftables (the nft binary), or,
+// for a partial sync that only adds and deletes map/set elements, one
+// netlink batch on a lasting connection (no process start, and no wait
+// for the RCU grace period the kernel takes when an nftables socket that
+// deleted elements is closed). The backend keeps, per service
 // port, the plan it wrote (chains with their rules, affinity sets, and map
 // elements) and a reference-counted record of all map/set elements. A
 // partial sync renders only the services listed in State.Changed (plus

@@ -86,7 +86,7 @@ func (s *elementStore) remove(w elemKey) {
 // isMap tells element containers apart: sets have no value.
 var mapContainers = map[string]bool{
 	serviceIPsMap: true, serviceNodePortsMap: true, noEndpointServicesMap: true,
-	noEndpointNodePortsMap: true, firewallIPsMap: true,
+	noEndpointNodePortsMap: true, firewallIPsMap: true, endpointSlotsMap: true, endpointPortsMap: true,
 }
 
 func newElement(k elemKey, value string) *knftables.Element {
@@ -100,35 +100,24 @@ func newElement(k elemKey, value string) *knftables.Element {
 	return e
 }
 
-// flushDeletes emits the deletions for elements removed or changed in this
-// sync. They must run before chains they point to are deleted.
-func (s *elementStore) flushDeletes(tx *knftables.Transaction) {
-	for _, k := range s.sortedDirty() {
-		before := s.dirty[k]
-		if before == nil {
-			continue
-		}
-		now, ok := s.elems[k]
-		if !ok || now.value != *before {
-			tx.Delete(newElement(k, *before))
-		}
-	}
-}
-
-// flushAdds emits the additions for elements created or changed in this
-// sync. They must run after the chains they point to are created.
-func (s *elementStore) flushAdds(tx *knftables.Transaction) {
+// delta returns the element deletions (with the value they had) and
+// additions of this sync, in a stable order, and forgets them. An element
+// whose value changed is in both lists. Deletions must be applied before
+// the chains they point at are deleted, additions after the chains they
+// point at are created.
+func (s *elementStore) delta() (dels, adds []elemWant) {
 	for _, k := range s.sortedDirty() {
 		before := s.dirty[k]
 		now, ok := s.elems[k]
-		if !ok {
-			continue
+		if before != nil && (!ok || now.value != *before) {
+			dels = append(dels, elemWant{elemKey: k, value: *before})
 		}
-		if before == nil || now.value != *before {
-			tx.Add(newElement(k, now.value))
+		if ok && (before == nil || now.value != *before) {
+			adds = append(adds, elemWant{elemKey: k, value: now.value})
 		}
 	}
 	clear(s.dirty)
+	return dels, adds
 }
 
 // count returns the number of elements held.

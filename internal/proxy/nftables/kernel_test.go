@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
 	"os/exec"
 	"slices"
@@ -113,6 +114,44 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 					t.Fatalf("step %d (state %d): kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", step, idx, got, want)
 				}
 				prev = states[idx]
+			}
+			// Endpoint moves that keep each ClusterIP's endpoint count are
+			// element-only changes, sent over netlink without nft: the
+			// kernel must still hold exactly what the Fake holds.
+			plain := buildState(svcWithEps{
+				svc{name: "plain", cip: []string{"10.96.0.77", "fd96::77"}, svcPort: 80},
+				[]proxy.Endpoint{ep("10.244.1.77", 80, "node-b", "ready"), ep("fd44::77", 80, "node-b", "ready"), ep("fd44::78", 80, "node-c", "ready")},
+			})
+			all := mergeStates(append(states, plain)...)
+			mustSync(t, fb, withChanged(prev, all))
+			if err := kb.Sync(ctx, withChanged(prev, all)); err != nil {
+				t.Fatal(err)
+			}
+			prev = all
+			batches := real.(*realInterface).batches
+			names := slices.SortedFunc(maps.Keys(all.Endpoints), func(a, b proxy.ServicePortName) int {
+				return strings.Compare(a.String(), b.String())
+			})
+			for _, n := range names {
+				next := mergeStates(prev)
+				moved := slices.Clone(next.Endpoints[n])
+				for i := range moved {
+					for range 50 {
+						moved[i].IP = moved[i].IP.Next()
+					}
+				}
+				next.Endpoints[n] = moved
+				if err := kb.Sync(ctx, withChanged(prev, next)); err != nil {
+					t.Fatalf("moving %s: %v", n, err)
+				}
+				mustSync(t, fb, withChanged(prev, next))
+				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
+					t.Fatalf("moving %s: kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", n, got, want)
+				}
+				prev = next
+			}
+			if got := real.(*realInterface).batches - batches; got == 0 {
+				t.Errorf("no endpoint move went through the netlink element path")
 			}
 			// Cleanup removes everything.
 			if err := kb.Cleanup(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/svcnet/svcnet/internal/proxy"
@@ -39,6 +40,12 @@ const (
 	noEndpointServicesMap  = "no-endpoint-services"
 	noEndpointNodePortsMap = "no-endpoint-nodeports"
 	firewallIPsMap         = "firewall-ips"
+	endpointSlotsMap       = "endpoint-slots"
+	endpointPortsMap       = "endpoint-ports"
+
+	// pickChainPrefix names the shared endpoint-choice chains pick-1,
+	// pick-2, …: one per endpoint count in use.
+	pickChainPrefix = "pick-"
 
 	// Per-service chain and set prefixes.
 	clusterChainPrefix  = "service-"
@@ -81,5 +88,10 @@ func endpointChainBase(n proxy.ServicePortName, ep proxy.Endpoint) string {
 // isServiceChain reports whether chain is a per-service or per-endpoint chain
 // (only those contain '/').
 func isServiceChain(chain string) bool { return strings.Contains(chain, "/") }
+
+func pickChainName(n int) string { return pickChainPrefix + strconv.Itoa(n) }
+
+// isPickChain reports whether chain is a shared pick-N chain.
+func isPickChain(chain string) bool { return strings.HasPrefix(chain, pickChainPrefix) }
 
 func isAffinitySet(set string) bool { return strings.HasPrefix(set, affinitySetPrefix) }

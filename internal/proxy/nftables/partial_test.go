@@ -169,12 +169,12 @@ func TestSyncIsIdempotentAndSmall(t *testing.T) {
 			web = n
 		}
 	}
-	// Replace the first (remote) endpoint: only that service's chain is
-	// rewritten (add, flush, one rule per endpoint); no map element moves.
+	// Replace the first (remote) endpoint: only that ClusterIP slot's
+	// element is replaced (delete, add); no chain or rule is written.
 	old := next.Endpoints[web]
 	next.Endpoints[web] = append([]proxy.Endpoint{ep("10.244.9.9", 8080, "node-d", "ready")}, old[1:]...)
 	mustSync(t, b, withChanged(st, next))
-	if want := 2 + len(old); nft.ops != want {
+	if want := 2; nft.ops != want || strings.Contains(nft.last, "rule") {
 		t.Errorf("one-endpoint replacement ran %d operations, want %d:\n%s", nft.ops, want, nft.last)
 	}
 

@@ -33,6 +33,8 @@ type svcPlan struct {
 	chains []chainPlan
 	sets   []setPlan
 	elems  []elemWant
+	// picks are the N of the shared pick-N chains this service jumps to.
+	picks []int
 	// udp is set for UDP services: what conntrack cleanup needs.
 	udp *conntrack.Stale
 }
@@ -60,7 +62,7 @@ func (p *svcPlan) hasChain(c chainPlan) bool {
 }
 
 func (p *svcPlan) equal(q *svcPlan) bool {
-	if len(p.chains) != len(q.chains) || len(p.sets) != len(q.sets) || len(p.elems) != len(q.elems) {
+	if !slices.Equal(p.picks, q.picks) || len(p.chains) != len(q.chains) || len(p.sets) != len(q.sets) || len(p.elems) != len(q.elems) {
 		return false
 	}
 	for i := range p.chains {
@@ -153,15 +155,49 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 		externalVerdict = "goto " + rejectChain
 	}
 
+	// Chains are written only when something points at them.
+	referenced := map[string]bool{}
+	ref := func(chain string) string {
+		referenced[chain] = true
+		return chain
+	}
+	// pick fills the slots of one frontend (destination address and port)
+	// with eps and returns the shared chain that chooses among them.
+	pick := func(eps []proxy.Endpoint, targetPort uint16, addr, port string) string {
+		n := len(eps)
+		if !slices.Contains(p.picks, n) {
+			p.picks = append(p.picks, n)
+		}
+		elem(endpointPortsMap, strconv.Itoa(int(targetPort)), addr, proto, port)
+		for i, ep := range eps {
+			elem(endpointSlotsMap, ep.IP.String(), addr, proto, port, strconv.Itoa(i))
+		}
+		return pickChainName(n)
+	}
+
 	elem(clusterIPsSet, "", clusterIP.String())
 	if hasInternal {
-		elem(serviceIPsMap, "goto "+internalChain, clusterIP.String(), proto, port)
+		internalEps := cluster
+		if sp.InternalPolicyLocal {
+			internalEps = local
+		}
+		if targetPort, ok := commonPort(internalEps); ok && !affinity {
+			// The common case needs no chain of its own: the ClusterIP
+			// jumps to the shared pick-N chain, whose one rule DNATs to
+			// slot "numgen random mod N" of this ClusterIP in
+			// endpoint-slots, port from endpoint-ports. An endpoint
+			// change is then a map-element change, which the kernel
+			// applies without re-validating the table's chains.
+			elem(serviceIPsMap, "goto "+pick(internalEps, targetPort, clusterIP.String(), port), clusterIP.String(), proto, port)
+		} else {
+			elem(serviceIPsMap, "goto "+ref(internalChain), clusterIP.String(), proto, port)
+		}
 	} else {
 		elem(noEndpointServicesMap, internalVerdict, clusterIP.String(), proto, port)
 	}
 	for _, ip := range b.familyAddrs(sp.ExternalIPs) {
 		if hasAny {
-			elem(serviceIPsMap, "goto "+externalChain, ip.String(), proto, port)
+			elem(serviceIPsMap, "goto "+ref(externalChain), ip.String(), proto, port)
 		}
 		if !hasExternal {
 			elem(noEndpointServicesMap, externalVerdict, ip.String(), proto, port)
@@ -171,7 +207,7 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 	usesFW := len(lbIPs) > 0 && len(sp.LoadBalancerSourceRanges) > 0
 	for _, ip := range lbIPs {
 		if hasAny {
-			elem(serviceIPsMap, "goto "+externalChain, ip.String(), proto, port)
+			elem(serviceIPsMap, "goto "+ref(externalChain), ip.String(), proto, port)
 		}
 		if usesFW {
 			elem(firewallIPsMap, "goto "+fwChain, ip.String(), proto, port)
@@ -183,7 +219,7 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 	if sp.NodePort != 0 {
 		np := strconv.Itoa(int(sp.NodePort))
 		if hasAny {
-			elem(serviceNodePortsMap, "goto "+externalChain, proto, np)
+			elem(serviceNodePortsMap, "goto "+ref(externalChain), proto, np)
 		}
 		if !hasExternal {
 			elem(noEndpointNodePortsMap, externalVerdict, proto, np)
@@ -204,14 +240,27 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 			if len(b.clusterCIDRs) > 0 {
 				// Pods reaching an external IP of the service are treated as
 				// internal traffic (as kube-proxy does).
-				rules = append(rules, fmt.Sprintf("%s saddr { %s } goto %s", ipX, joinPrefixes(b.clusterCIDRs), shortCircuit))
+				rules = append(rules, fmt.Sprintf("%s saddr { %s } goto %s", ipX, joinPrefixes(b.clusterCIDRs), ref(shortCircuit)))
 			}
 			rules = append(rules,
 				"fib saddr type local "+b.masqRule(),
-				"fib saddr type local goto "+shortCircuit)
+				"fib saddr type local goto "+ref(shortCircuit))
 		}
-		if hasExternal {
-			rules = append(rules, "goto "+externalPolicyChain)
+		if targetPort, ok := commonPort(cluster); ok && hasExternal && !sp.ExternalPolicyLocal && !affinity {
+			// As for the ClusterIP: every external destination (external
+			// and LoadBalancer IPs, NodePort on each node address) gets
+			// its own slots, so endpoint moves touch elements only.
+			for _, ip := range append(b.familyAddrs(sp.ExternalIPs), lbIPs...) {
+				pick(cluster, targetPort, ip.String(), port)
+			}
+			if sp.NodePort != 0 {
+				for _, ip := range b.nodeIPs {
+					pick(cluster, targetPort, ip.String(), strconv.Itoa(int(sp.NodePort)))
+				}
+			}
+			rules = append(rules, "goto "+pickChainName(len(cluster)))
+		} else if hasExternal {
+			rules = append(rules, "goto "+ref(externalPolicyChain))
 		}
 		p.chains = append(p.chains, chainPlan{name: externalChain, rules: rules})
 	}
@@ -244,10 +293,10 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 		p.chains = append(p.chains, chainPlan{name: fwChain, rules: []string{rule}})
 	}
 
-	if usesCluster {
+	if usesCluster && referenced[clusterChain] {
 		p.chains = append(p.chains, chainPlan{name: clusterChain, rules: b.dispatchRules(sp, cluster, affinity)})
 	}
-	if usesLocal {
+	if usesLocal && referenced[localChain] {
 		p.chains = append(p.chains, chainPlan{name: localChain, rules: b.dispatchRules(sp, local, affinity)})
 	}
 	if affinity {
@@ -310,6 +359,28 @@ func (b *Backend) dispatchRules(sp *proxy.ServicePort, eps []proxy.Endpoint, aff
 		vm[i] = fmt.Sprintf("%d : goto %s", i, epChain)
 	}
 	return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vm, " , ")))
+}
+
+// pickRule is the one rule of chain pick-N: DNAT to the address in slot
+// "numgen random mod N" of the packet's destination in endpoint-slots and to
+// the destination's port in endpoint-ports.
+func (b *Backend) pickRule(n int) string {
+	key := b.ipX() + " daddr . meta l4proto . th dport"
+	return fmt.Sprintf("dnat %s to %s . numgen random mod %d map @%s : %s map @%s",
+		b.ipX(), key, n, endpointSlotsMap, key, endpointPortsMap)
+}
+
+// commonPort returns the port all of eps listen on, if there is one.
+func commonPort(eps []proxy.Endpoint) (uint16, bool) {
+	if len(eps) == 0 {
+		return 0, false
+	}
+	for _, ep := range eps[1:] {
+		if ep.Port != eps[0].Port {
+			return 0, false
+		}
+	}
+	return uint16(eps[0].Port), true
 }
 
 func (b *Backend) ipX() string {

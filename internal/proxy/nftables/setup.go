@@ -107,12 +107,25 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 		{noEndpointServicesMap, addr + " . inet_proto . inet_service : verdict", "services without usable endpoints: reject or drop"},
 		{noEndpointNodePortsMap, "inet_proto . inet_service : verdict", "nodeports without usable endpoints: reject or drop"},
 		{firewallIPsMap, addr + " . inet_proto . inet_service : verdict", "destinations subject to loadBalancerSourceRanges"},
+		{endpointPortsMap, addr + " . inet_proto . inet_service : inet_service", "endpoint port of each ClusterIP, for the pick-N chains"},
 	}
 	for _, m := range maps {
 		mp := &knftables.Map{Name: m.name, Type: m.typ, Comment: knftables.PtrTo(m.comment)}
 		tx.Add(mp)
 		tx.Flush(mp)
 	}
+	// endpoint-slots: "ClusterIP . proto . port . slot : endpoint IP", read
+	// by the pick-N chains. The numgen key part has no named type, so the
+	// map is declared by typeof. (Its value is the address alone: nft 1.0.6
+	// cannot read back a typeof with "th dport" in the value, and "tcp
+	// dport" would make nft add a TCP-only match to rules written later.)
+	slots := &knftables.Map{
+		Name:    endpointSlotsMap,
+		TypeOf:  fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod 1 : %s daddr", ipX, ipX),
+		Comment: knftables.PtrTo("endpoint address of each ClusterIP by slot, for the pick-N chains"),
+	}
+	tx.Add(slots)
+	tx.Flush(slots)
 
 	// Masquerading: marked packets, and hairpin connections.
 	rule(masqueradingChain, fmt.Sprintf("mark and %s != 0 mark set mark xor %s masquerade fully-random", masqueradeMark, masqueradeMark))

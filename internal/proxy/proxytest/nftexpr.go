@@ -32,8 +32,9 @@ import (
 //	dnat [ip|ip6] to ADDR[:PORT]
 //	dnat ip|ip6 addr . port to ADDR . PORT
 //	dnat [ip|ip6] [addr . port] to EXPR map @name|{ k : ADDR [. PORT], … }
+//	dnat [ip|ip6] to EXPR map @name : EXPR map @name (address, then port)
 //
-// where EXPR may be "numgen random mod N".
+// where EXPR may include "numgen random mod N".
 
 // valKind is the type of a selector's value.
 type valKind int
@@ -653,26 +654,22 @@ func (e *ruleEval) dnat() (verdict, error) {
 	var target []string
 	switch tok := e.peek(); {
 	case isSelectorStart(tok):
-		vals, err := e.concat()
-		if err != nil {
+		var err error
+		if target, err = e.lookup(); err != nil {
 			return verdict{}, err
-		}
-		if err := e.expect("map"); err != nil {
-			return verdict{}, err
-		}
-		elems, err := e.mapElements()
-		if err != nil {
-			return verdict{}, err
-		}
-		for _, el := range elems {
-			if keyMatches(vals, el.key) {
-				target = el.value
-				break
-			}
 		}
 		if target == nil {
 			// A failed lookup breaks the rule (NFT_BREAK): no match.
 			return verdict{}, errNoMatch
+		}
+		if e.peek() == ":" {
+			// ": EXPR map @name": the port from a second lookup.
+			e.next()
+			port, err := e.lookup()
+			if err != nil {
+				return verdict{}, err
+			}
+			target = append(target[:1:1], port...)
 		}
 	default:
 		target = []string{e.next()}
@@ -691,6 +688,28 @@ func (e *ruleEval) dnat() (verdict, error) {
 	e.r.dnatTo = ap
 	e.r.verdict = DNAT
 	return verdict{kind: vNAT}, nil
+}
+
+// lookup evaluates "EXPR map @name|{ … }" and returns the value found, or
+// nil.
+func (e *ruleEval) lookup() ([]string, error) {
+	vals, err := e.concat()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.expect("map"); err != nil {
+		return nil, err
+	}
+	elems, err := e.mapElements()
+	if err != nil {
+		return nil, err
+	}
+	for _, el := range elems {
+		if keyMatches(vals, el.key) {
+			return el.value, nil
+		}
+	}
+	return nil, nil
 }
 
 func isSelectorStart(tok string) bool {

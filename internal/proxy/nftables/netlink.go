@@ -1,0 +1,221 @@
+package nftables
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	gnft "github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"sigs.k8s.io/knftables"
+)
+
+// Most partial syncs change map and set elements only (an endpoint moved, a
+// ClusterIP's endpoint count changed). Through the nft binary each such
+// transaction costs a process start and, worse, a wait for an RCU grace
+// period when the process exits: on closing an nftables netlink socket the
+// kernel flushes the pending destruction of deleted elements (~10-30 ms).
+// realInterface sends element-only transactions itself, as one netlink
+// batch on a connection it keeps open, and everything else through nft.
+
+// elementWriter applies one transaction of element deletions then
+// additions atomically.
+type elementWriter interface {
+	writeElements(dels, adds []elemWant) error
+}
+
+// realInterface is the nft binary (knftables) plus a lasting netlink
+// connection for element-only transactions.
+type realInterface struct {
+	knftables.Interface
+	family knftables.Family
+
+	mu   sync.Mutex
+	conn *gnft.Conn
+	// batches counts the element batches sent (for tests).
+	batches int
+}
+
+var _ elementWriter = (*realInterface)(nil)
+
+func (r *realInterface) writeElements(dels, adds []elemWant) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn == nil {
+		c, err := gnft.New(gnft.AsLasting())
+		if err != nil {
+			return fmt.Errorf("nftables: netlink connection: %w", err)
+		}
+		r.conn = c
+	}
+	ipv6 := r.family == knftables.IPv6Family
+	table := &gnft.Table{Name: tableName, Family: gnft.TableFamilyIPv4}
+	if ipv6 {
+		table.Family = gnft.TableFamilyIPv6
+	}
+	// Group by container (one message per container and operation), keeping
+	// the deletions before the additions.
+	for _, op := range []struct {
+		elems []elemWant
+		del   bool
+	}{{dels, true}, {adds, false}} {
+		byContainer := map[string][]gnft.SetElement{}
+		var order []string
+		for _, w := range op.elems {
+			if op.del {
+				w.value = "" // a deletion names the key only
+			}
+			el, err := encodeElement(w, ipv6)
+			if err != nil {
+				r.conn.CloseLasting()
+				r.conn = nil
+				return err
+			}
+			if _, ok := byContainer[w.container]; !ok {
+				order = append(order, w.container)
+			}
+			byContainer[w.container] = append(byContainer[w.container], el)
+		}
+		for _, c := range order {
+			set := &gnft.Set{Table: table, Name: c}
+			var err error
+			if op.del {
+				err = r.conn.SetDeleteElements(set, byContainer[c])
+			} else {
+				err = r.conn.SetAddElements(set, byContainer[c])
+			}
+			if err != nil {
+				r.conn.CloseLasting()
+				r.conn = nil
+				return fmt.Errorf("nftables: %s elements: %w", c, err)
+			}
+		}
+	}
+	if err := r.conn.Flush(); err != nil {
+		// Start over with a fresh socket next time.
+		r.conn.CloseLasting()
+		r.conn = nil
+		return fmt.Errorf("nftables: element batch: %w", err)
+	}
+	r.batches++
+	return nil
+}
+
+// Key and value layouts of the element containers, as the kernel stores
+// them: each part of a concatenation takes a multiple of 4 bytes.
+type part int
+
+const (
+	pAddr  part = iota
+	pProto      // one byte
+	pPort       // two bytes, network order
+	pSlot       // numgen result: 32 bits, host order
+)
+
+var keyLayouts = map[string][]part{
+	clusterIPsSet:          {pAddr},
+	nodePortIPsSet:         {pAddr},
+	hairpinSet:             {pAddr, pAddr, pProto, pPort},
+	serviceIPsMap:          {pAddr, pProto, pPort},
+	noEndpointServicesMap:  {pAddr, pProto, pPort},
+	firewallIPsMap:         {pAddr, pProto, pPort},
+	endpointPortsMap:       {pAddr, pProto, pPort},
+	serviceNodePortsMap:    {pProto, pPort},
+	noEndpointNodePortsMap: {pProto, pPort},
+	endpointSlotsMap:       {pAddr, pProto, pPort, pSlot},
+}
+
+// valueParts are the non-verdict map values.
+var valueParts = map[string]part{endpointSlotsMap: pAddr, endpointPortsMap: pPort}
+
+// encodeElement turns one element as text ("10.96.0.10 . tcp . 80") into
+// its netlink form.
+func encodeElement(w elemWant, ipv6 bool) (gnft.SetElement, error) {
+	layout, ok := keyLayouts[w.container]
+	if !ok {
+		return gnft.SetElement{}, fmt.Errorf("nftables: no netlink layout for %q", w.container)
+	}
+	words := strings.Split(w.key, " . ")
+	if len(words) != len(layout) {
+		return gnft.SetElement{}, fmt.Errorf("nftables: %s key %q: want %d parts", w.container, w.key, len(layout))
+	}
+	var key []byte
+	for i, p := range layout {
+		b, err := encodePart(p, words[i], ipv6)
+		if err != nil {
+			return gnft.SetElement{}, fmt.Errorf("nftables: %s key %q: %w", w.container, w.key, err)
+		}
+		if len(layout) > 1 {
+			b = pad4(b)
+		}
+		key = append(key, b...)
+	}
+	el := gnft.SetElement{Key: key}
+	if !mapContainers[w.container] || w.value == "" {
+		return el, nil
+	}
+	if p, ok := valueParts[w.container]; ok {
+		v, err := encodePart(p, w.value, ipv6)
+		if err != nil {
+			return gnft.SetElement{}, fmt.Errorf("nftables: %s value %q: %w", w.container, w.value, err)
+		}
+		el.Val = v
+		return el, nil
+	}
+	verdict, chain, _ := strings.Cut(w.value, " ")
+	switch verdict {
+	case "goto":
+		el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}
+	case "jump":
+		el.VerdictData = &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}
+	case "drop":
+		el.VerdictData = &expr.Verdict{Kind: expr.VerdictDrop}
+	case "accept":
+		el.VerdictData = &expr.Verdict{Kind: expr.VerdictAccept}
+	default:
+		return gnft.SetElement{}, fmt.Errorf("nftables: %s: unsupported verdict %q", w.container, w.value)
+	}
+	return el, nil
+}
+
+func encodePart(p part, s string, ipv6 bool) ([]byte, error) {
+	switch p {
+	case pAddr:
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Is4() == ipv6 {
+			return nil, fmt.Errorf("bad address %q", s)
+		}
+		return a.AsSlice(), nil
+	case pProto:
+		n, ok := protoNumbers[s]
+		if !ok {
+			return nil, fmt.Errorf("unknown protocol %q", s)
+		}
+		return []byte{n}, nil
+	case pPort:
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("bad port %q", s)
+		}
+		return binary.BigEndian.AppendUint16(nil, uint16(n)), nil
+	case pSlot:
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("bad slot %q", s)
+		}
+		return binary.NativeEndian.AppendUint32(nil, uint32(n)), nil
+	}
+	return nil, fmt.Errorf("unknown part %d", p)
+}
+
+var protoNumbers = map[string]byte{"tcp": 6, "udp": 17, "sctp": 132}
+
+func pad4(b []byte) []byte {
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
