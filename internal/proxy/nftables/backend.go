@@ -385,11 +385,17 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	//    below), then additions.
 	structural := tx.NumOperations() > 0
 	dels, adds := b.elems.delta()
-	for _, w := range dels {
-		tx.Delete(newElement(w.elemKey, w.value))
-	}
-	for _, w := range adds {
-		tx.Add(newElement(w.elemKey, w.value))
+	ew, direct := b.nft.(elementWriter)
+	after := tx // the stale chains and sets below
+	if direct {
+		after = b.nft.NewTransaction()
+	} else {
+		for _, w := range dels {
+			tx.Delete(newElement(w.elemKey, w.value))
+		}
+		for _, w := range adds {
+			tx.Add(newElement(w.elemKey, w.value))
+		}
 	}
 	// 4. Stale chains: flush all, then delete, so references between them
 	//    do not matter; then stale affinity sets (referenced by those rules).
@@ -403,26 +409,37 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	slices.Sort(staleChains)
 	staleChains = slices.Compact(staleChains)
 	for _, c := range staleChains {
-		tx.Flush(&knftables.Chain{Name: c})
+		after.Flush(&knftables.Chain{Name: c})
 	}
 	for _, c := range staleChains {
-		tx.Delete(&knftables.Chain{Name: c})
+		after.Delete(&knftables.Chain{Name: c})
 	}
 	slices.Sort(staleSets)
 	for _, s := range slices.Compact(staleSets) {
-		tx.Delete(&knftables.Set{Name: s})
+		after.Delete(&knftables.Set{Name: s})
 	}
 
-	if tx.NumOperations() == 0 {
-		return nil
-	}
 	structural = structural || len(staleChains) > 0 || len(staleSets) > 0
-	if ew, ok := b.nft.(elementWriter); ok && !full && !structural {
+	switch {
+	case !direct:
+		if tx.NumOperations() == 0 {
+			return nil
+		}
+		if err := b.nft.Run(ctx, tx); err != nil {
+			return fmt.Errorf("nftables: sync %s table (%d operations): %w", b.ipX(), tx.NumOperations(), err)
+		}
+	case !structural && !full:
+		if len(dels)+len(adds) == 0 {
+			return nil
+		}
 		if err := ew.writeElements(dels, adds); err != nil {
 			return fmt.Errorf("nftables: sync %s table (%d element changes): %w", b.ipX(), len(dels)+len(adds), err)
 		}
-	} else if err := b.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("nftables: sync %s table (%d operations): %w", b.ipX(), tx.NumOperations(), err)
+	default:
+		if err := ew.runWithElements(ctx, tx, dels, adds, after); err != nil {
+			return fmt.Errorf("nftables: sync %s table (%d operations, %d element changes): %w",
+				b.ipX(), tx.NumOperations()+after.NumOperations(), len(dels)+len(adds), err)
+		}
 	}
 	b.initialized = true
 
