@@ -13,6 +13,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
 
+	gnft "github.com/google/nftables"
+
 	"github.com/svcnet/svcnet/internal/proxy"
 	"github.com/svcnet/svcnet/internal/proxy/conntrack"
 )
@@ -135,14 +137,22 @@ func Family(f v1.IPFamily) knftables.Family {
 	return knftables.IPv4Family
 }
 
-// NewInterface returns a real knftables.Interface (the nft binary) for the
+// NewInterface returns a real knftables.Interface (the nft binary, plus a
+// lasting netlink connection for element-only syncs) for the
 // svcnet table of family f.
 func NewInterface(f v1.IPFamily) (knftables.Interface, error) {
 	nft, err := knftables.New(Family(f), tableName)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	return &realInterface{Interface: nft, family: Family(f)}, nil
+	r := &realInterface{Interface: nft, family: Family(f)}
+	// Open the netlink connection now, so it belongs to the network
+	// namespace of the caller (as nft does); if that fails, the first
+	// element-only sync tries again.
+	if c, err := gnft.New(gnft.AsLasting()); err == nil {
+		r.conn = c
+	}
+	return r, nil
 }
 
 // NewFake returns an in-memory knftables.Fake for the svcnet table of
