@@ -192,7 +192,10 @@ func MergeEndpoints(svc types.NamespacedName, slices_ []*discovery.EndpointSlice
 			}
 		}
 	}
-	for _, eps := range out {
+	for name, eps := range out {
+		// Exact size: the lists live as long as the Service does.
+		eps = slices.Clip(append([]Endpoint(nil), eps...))
+		out[name] = eps
 		slices.SortFunc(eps, func(a, b Endpoint) int {
 			if c := a.IP.Compare(b.IP); c != 0 {
 				return c

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,13 +24,12 @@ type Tracker struct {
 	nodeName string
 
 	mu sync.Mutex // guards the fields below
-	// services holds the current proxied ports of every Service.
-	services map[types.NamespacedName]map[ServicePortName]*ServicePort
-	// slices holds the current EndpointSlices by Service, then slice name.
-	slices map[types.NamespacedName]map[string]*discovery.EndpointSlice
-	// endpoints caches MergeEndpoints per Service; entries are recomputed
-	// for dirty Services at snapshot time.
-	endpoints map[types.NamespacedName]map[ServicePortName][]Endpoint
+	// services holds the current proxied ports of every Service, sorted by
+	// name. (Slices, not maps: a one-entry Go map costs ~600 bytes, and
+	// there is one per Service.)
+	services map[types.NamespacedName][]*ServicePort
+	// slices holds the current EndpointSlices by Service.
+	slices map[types.NamespacedName][]*discovery.EndpointSlice
 	// dirty lists Services changed since the last snapshot, with the time
 	// of their first unprogrammed change.
 	dirty map[types.NamespacedName]time.Time
@@ -58,9 +58,8 @@ type Tracker struct {
 func NewTracker(nodeName string) *Tracker {
 	return &Tracker{
 		nodeName:  nodeName,
-		services:  map[types.NamespacedName]map[ServicePortName]*ServicePort{},
-		slices:    map[types.NamespacedName]map[string]*discovery.EndpointSlice{},
-		endpoints: map[types.NamespacedName]map[ServicePortName][]Endpoint{},
+		services:  map[types.NamespacedName][]*ServicePort{},
+		slices:    map[types.NamespacedName][]*discovery.EndpointSlice{},
 		dirty:     map[types.NamespacedName]time.Time{},
 		lastPorts: map[types.NamespacedName][]ServicePortName{},
 
@@ -79,7 +78,7 @@ func (t *Tracker) markLocked(nn types.NamespacedName, at time.Time) {
 // proxied state changed.
 func (t *Tracker) UpdateService(svc *v1.Service) bool {
 	nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
-	ports := ServicePorts(svc)
+	ports := sortedPorts(ServicePorts(svc))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.services[nn]
@@ -116,15 +115,17 @@ func (t *Tracker) UpdateSlice(s *discovery.EndpointSlice) bool {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := t.slices[nn]
-	if m == nil {
-		m = map[string]*discovery.EndpointSlice{}
-		t.slices[nn] = m
-	}
-	if old := m[s.Name]; old != nil && reflect.DeepEqual(old.Endpoints, s.Endpoints) && reflect.DeepEqual(old.Ports, s.Ports) {
+	list := t.slices[nn]
+	i := slices.IndexFunc(list, func(x *discovery.EndpointSlice) bool { return x.Name == s.Name })
+	switch {
+	case i < 0:
+		t.slices[nn] = append(list, s)
+	case reflect.DeepEqual(list[i].Endpoints, s.Endpoints) && reflect.DeepEqual(list[i].Ports, s.Ports):
+		list[i] = s // keep the newest object, not its equal predecessor
 		return false
+	default:
+		list[i] = s
 	}
-	m[s.Name] = s
 	t.markLocked(nn, changeTime(s))
 	return true
 }
@@ -137,13 +138,16 @@ func (t *Tracker) DeleteSlice(s *discovery.EndpointSlice) bool {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := t.slices[nn]
-	if _, ok := m[s.Name]; !ok {
+	list := t.slices[nn]
+	i := slices.IndexFunc(list, func(x *discovery.EndpointSlice) bool { return x.Name == s.Name })
+	if i < 0 {
 		return false
 	}
-	delete(m, s.Name)
-	if len(m) == 0 {
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
 		delete(t.slices, nn)
+	} else {
+		t.slices[nn] = list
 	}
 	t.markLocked(nn, time.Now())
 	return true
@@ -257,19 +261,14 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 			delete(t.flatServices, n)
 			delete(t.flatEndpoints, n)
 		}
-		var ss []*discovery.EndpointSlice
-		for _, s := range t.slices[nn] {
-			ss = append(ss, s)
-		}
-		if len(ss) == 0 {
-			delete(t.endpoints, nn)
-		} else {
-			t.endpoints[nn] = MergeEndpoints(nn, ss, t.nodeName)
-		}
 		ports := t.services[nn]
-		eps := t.endpoints[nn]
+		var eps map[ServicePortName][]Endpoint
+		if ss := t.slices[nn]; len(ss) > 0 && len(ports) > 0 {
+			eps = MergeEndpoints(nn, ss, t.nodeName)
+		}
 		names := make([]ServicePortName, 0, len(ports))
-		for n, sp := range ports {
+		for _, sp := range ports {
+			n := sp.Name
 			st.Changed[n] = struct{}{}
 			names = append(names, n)
 			t.flatServices[n] = sp
@@ -300,4 +299,17 @@ func (t *Tracker) Requeue(st *State) {
 	for n := range st.Changed {
 		t.markLocked(n.NamespacedName, now)
 	}
+}
+
+// sortedPorts returns the ports of a ServicePorts result sorted by name.
+func sortedPorts(m map[ServicePortName]*ServicePort) []*ServicePort {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]*ServicePort, 0, len(m))
+	for _, sp := range m {
+		out = append(out, sp)
+	}
+	slices.SortFunc(out, func(a, b *ServicePort) int { return strings.Compare(a.Name.String(), b.Name.String()) })
+	return out
 }

@@ -24,50 +24,59 @@ type elemWant struct {
 // shared between service ports.
 type elemState struct {
 	value string
-	refs  int
+	refs  int32
+}
+
+// before is an element's value in the kernel before the current sync.
+type before struct {
+	value   string
+	present bool
 }
 
 // elementStore is the in-memory record of every set/map element written,
 // so a partial sync can emit only the element deltas of changed services
-// without listing the kernel. It is rebuilt from scratch on a full sync.
+// without listing the kernel. It is rebuilt from scratch on a full sync,
+// which writes every element (setup empties the containers), so only
+// partial syncs track what they touch. Entries are values, not pointers: at
+// 10k services the store holds ~130k elements.
 type elementStore struct {
-	elems map[elemKey]*elemState
-	// dirty collects keys touched during the current sync with the value
-	// that was in the kernel before it (nil = absent).
-	dirty map[elemKey]*string
+	elems map[elemKey]elemState
+	// rebuilding is set from reset to the next delta: every element is new.
+	rebuilding bool
+	// dirty collects the keys a partial sync touched, with what the kernel
+	// held before.
+	dirty map[elemKey]before
 }
 
 func newElementStore() *elementStore {
-	return &elementStore{elems: map[elemKey]*elemState{}, dirty: map[elemKey]*string{}}
+	return &elementStore{elems: map[elemKey]elemState{}, dirty: map[elemKey]before{}}
 }
 
+// reset forgets everything: the containers are being emptied in the kernel.
 func (s *elementStore) reset() {
 	clear(s.elems)
 	clear(s.dirty)
+	s.rebuilding = true
 }
 
 func (s *elementStore) markDirty(k elemKey) {
+	if s.rebuilding {
+		return
+	}
 	if _, ok := s.dirty[k]; ok {
 		return
 	}
-	if e, ok := s.elems[k]; ok {
-		v := e.value
-		s.dirty[k] = &v
-		return
-	}
-	s.dirty[k] = nil
+	e, ok := s.elems[k]
+	s.dirty[k] = before{value: e.value, present: ok}
 }
 
 // add records one more owner for w (the last writer's value wins).
 func (s *elementStore) add(w elemWant) {
 	s.markDirty(w.elemKey)
-	e, ok := s.elems[w.elemKey]
-	if !ok {
-		e = &elemState{}
-		s.elems[w.elemKey] = e
-	}
+	e := s.elems[w.elemKey]
 	e.value = w.value
 	e.refs++
+	s.elems[w.elemKey] = e
 }
 
 // remove drops one owner of w; the element goes when nobody wants it.
@@ -80,6 +89,8 @@ func (s *elementStore) remove(w elemKey) {
 	e.refs--
 	if e.refs <= 0 {
 		delete(s.elems, w)
+	} else {
+		s.elems[w] = e
 	}
 }
 
@@ -106,13 +117,22 @@ func newElement(k elemKey, value string) *knftables.Element {
 // the chains they point at are deleted, additions after the chains they
 // point at are created.
 func (s *elementStore) delta() (dels, adds []elemWant) {
-	for _, k := range s.sortedDirty() {
-		before := s.dirty[k]
-		now, ok := s.elems[k]
-		if before != nil && (!ok || now.value != *before) {
-			dels = append(dels, elemWant{elemKey: k, value: *before})
+	if s.rebuilding {
+		s.rebuilding = false
+		adds = make([]elemWant, 0, len(s.elems))
+		for k, e := range s.elems {
+			adds = append(adds, elemWant{elemKey: k, value: e.value})
 		}
-		if ok && (before == nil || now.value != *before) {
+		slices.SortFunc(adds, func(a, b elemWant) int { return compareKeys(a.elemKey, b.elemKey) })
+		return nil, adds
+	}
+	for _, k := range s.sortedDirty() {
+		was := s.dirty[k]
+		now, ok := s.elems[k]
+		if was.present && (!ok || now.value != was.value) {
+			dels = append(dels, elemWant{elemKey: k, value: was.value})
+		}
+		if ok && (!was.present || now.value != was.value) {
 			adds = append(adds, elemWant{elemKey: k, value: now.value})
 		}
 	}
@@ -130,11 +150,13 @@ func (s *elementStore) sortedDirty() []elemKey {
 	for k := range s.dirty {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b elemKey) int {
-		if c := strings.Compare(a.container, b.container); c != 0 {
-			return c
-		}
-		return strings.Compare(a.key, b.key)
-	})
+	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+func compareKeys(a, b elemKey) int {
+	if c := strings.Compare(a.container, b.container); c != 0 {
+		return c
+	}
+	return strings.Compare(a.key, b.key)
 }
