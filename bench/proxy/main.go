@@ -221,29 +221,25 @@ func runChild(backend, variant, mode string, n, eps, changes int) result {
 
 // objects builds n Services (ClusterIP; every 10th a NodePort, every 20th
 // UDP) with one EndpointSlice of eps endpoints each.
-func objects(n, eps int) ([]*v1.Service, []*discovery.EndpointSlice) {
-	svcs := make([]*v1.Service, 0, n)
-	slcs := make([]*discovery.EndpointSlice, 0, n)
-	for i := range n {
-		name := fmt.Sprintf("svc-%05d", i)
-		proto := v1.ProtocolTCP
-		if i%20 == 19 {
-			proto = v1.ProtocolUDP
-		}
-		ip := fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)
-		s := &v1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
-			Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
-				Ports: []v1.ServicePort{{Name: "p", Port: 80, Protocol: proto}}},
-		}
-		if i%10 == 9 {
-			s.Spec.Type = v1.ServiceTypeNodePort
-			s.Spec.Ports[0].NodePort = int32(30000 + i%2700)
-		}
-		svcs = append(svcs, s)
-		slcs = append(slcs, slice(name, i, 0, eps, proto))
+// object returns Service i and its EndpointSlice: every 20th Service is
+// UDP, every 10th a NodePort.
+func object(i, eps int) (*v1.Service, *discovery.EndpointSlice) {
+	name := fmt.Sprintf("svc-%05d", i)
+	proto := v1.ProtocolTCP
+	if i%20 == 19 {
+		proto = v1.ProtocolUDP
 	}
-	return svcs, slcs
+	ip := fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)
+	s := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
+		Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+			Ports: []v1.ServicePort{{Name: "p", Port: 80, Protocol: proto}}},
+	}
+	if i%10 == 9 {
+		s.Spec.Type = v1.ServiceTypeNodePort
+		s.Spec.Ports[0].NodePort = int32(30000 + i%2700)
+	}
+	return s, slice(name, i, 0, eps, proto)
 }
 
 // slice returns service i's slice with endpoints gen..gen+eps-1 (so gen+1
@@ -363,17 +359,18 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		return fail(fmt.Errorf("unknown backend %q", backend))
 	}
 
-	svcs, slcs := objects(n, eps)
+	// Objects arrive one by one, as from an informer's list, and are kept
+	// in the form the agent's informers keep them (CompactSlice).
 	start := time.Now()
 	tr := proxy.NewTracker("node-0")
 	tr.SetSynced(true, true)
-	for i := range svcs {
-		tr.UpdateService(svcs[i])
-		tr.UpdateSlice(slcs[i])
+	for i := range n {
+		svc, sl := object(i, eps)
+		tr.UpdateService(svc)
+		tr.UpdateSlice(proxy.CompactSlice(sl))
 	}
 	st, _ := tr.Snapshot(true)
 	r.Build = time.Since(start).Seconds()
-	svcs, slcs = nil, nil
 
 	runtime.GC()
 	start = time.Now()
@@ -381,6 +378,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		return fail(fmt.Errorf("cold sync: %w", err))
 	}
 	r.Cold = time.Since(start).Seconds()
+	tr.Release(st)
 	_, r.Rules = b.LastSyncStats()
 	r.Elements = elements()
 
@@ -392,7 +390,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		if i%20 == 19 {
 			proto = v1.ProtocolUDP
 		}
-		s := slice(name, i, c+1, eps, proto)
+		s := proxy.CompactSlice(slice(name, i, c+1, eps, proto))
 		start := time.Now()
 		tr.UpdateSlice(s)
 		st, _ := tr.Snapshot(false)
@@ -400,6 +398,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		if err := b.Sync(ctx, st); err != nil {
 			return fail(fmt.Errorf("change %d: %w", c, err))
 		}
+		tr.Release(st) // as the agent's sync loop does
 		// The userspace mode rewrites its small table whole (map
 		// elements only) and reconfigures just the changed listeners.
 		if partial, _ := b.LastSyncStats(); !partial && backend != "userspace" {

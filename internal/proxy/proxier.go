@@ -141,6 +141,9 @@ func (p *Proxier) syncOnce(ctx context.Context, full bool) error {
 	full = full || p.skippedFull
 	p.skippedFull = false
 	st, times := p.Tracker.Snapshot(full)
+	// Nothing keeps st's maps after this function (backends copy what they
+	// keep), so the next snapshot may reuse them.
+	defer p.Tracker.Release(st)
 	start := time.Now()
 	err := p.backend.Sync(ctx, st)
 	took := time.Since(start).Seconds()
@@ -317,8 +320,12 @@ func (p *Proxier) Run(ctx context.Context) error {
 }
 
 // trimManagedFields is the informers' transform: it drops
-// metadata.managedFields, which no proxy code reads.
+// metadata.managedFields, which no proxy code reads, and keeps
+// EndpointSlices in their compact form (CompactSlice).
 func trimManagedFields(obj any) (any, error) {
+	if s, ok := obj.(*discovery.EndpointSlice); ok {
+		return CompactSlice(s), nil
+	}
 	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
 		m.SetManagedFields(nil)
 	}

@@ -131,7 +131,9 @@ func (e Endpoint) String() string { return e.AddrPort().String() }
 //     rewrite everything (periodic resync, first sync, after a failure).
 //
 // A State and everything it points to is read-only for backends and may be
-// shared between goroutines. The same State may be passed twice (Sync must
+// shared between goroutines. (Its maps are shared with the Tracker until
+// the next snapshot; whoever calls Tracker.Release promises not to read
+// them after that.) The same State may be passed twice (Sync must
 // be idempotent). Backends that keep their own record of what they wrote
 // (as the nftables backend does) may ignore Changed and diff by themselves;
 // Changed is always a superset of the real changes.

@@ -37,10 +37,14 @@ type Tracker struct {
 	// snapshot, so deleted ports appear in State.Changed.
 	lastPorts map[types.NamespacedName][]ServicePortName
 	// flatServices and flatEndpoints are the Services and Endpoints of the
-	// last snapshot, kept up to date for dirty Services only; a snapshot
-	// clones them (a bulk copy) instead of re-inserting every port.
+	// last snapshot, kept up to date for dirty Services only. A snapshot
+	// hands them out as its maps and marks them shared; the next snapshot
+	// copies them (a bulk copy) before changing them, unless the holder
+	// released that State (Release), which makes a snapshot O(changes).
 	flatServices  map[ServicePortName]*ServicePort
 	flatEndpoints map[ServicePortName][]Endpoint
+	flatShared    bool
+	lastState     *State
 
 	nodeIPs  []netip.Addr
 	nodeZone string
@@ -243,6 +247,11 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.generation++
+	if t.flatShared && (len(t.dirty) > 0 || t.globalChanged) {
+		t.flatServices = maps.Clone(t.flatServices)
+		t.flatEndpoints = maps.Clone(t.flatEndpoints)
+		t.flatShared = false
+	}
 	st := &State{
 		NodeName: t.nodeName,
 		NodeZone: t.nodeZone,
@@ -284,9 +293,20 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 	}
 	clear(t.dirty)
 	t.globalChanged = false
-	st.Services = maps.Clone(t.flatServices)
-	st.Endpoints = maps.Clone(t.flatEndpoints)
+	st.Services, st.Endpoints = t.flatServices, t.flatEndpoints
+	t.flatShared, t.lastState = true, st
 	return st, times
+}
+
+// Release tells the tracker that st (the latest snapshot) will not be read
+// any more, so the next snapshot may update its maps in place instead of
+// copying them. Releasing an older State does nothing.
+func (t *Tracker) Release(st *State) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st != nil && st == t.lastState {
+		t.flatShared, t.lastState = false, nil
+	}
 }
 
 // Requeue marks every Service dirty again with the given change times
