@@ -7,8 +7,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
@@ -77,7 +75,7 @@ type Backend struct {
 	// serviceCIDRs are the service CIDRs of this family the base rules
 	// were last written with (ServiceCIDRsOfFamily).
 	serviceCIDRs []netip.Prefix
-	records      map[proxy.ServicePortName]*svcPlan
+	records      map[proxy.ServicePortName]svcRecord
 	elems        *elementStore
 	// picks counts the services using each pick-N chain; pickChains are
 	// those in the kernel (each has one rule).
@@ -116,7 +114,7 @@ func New(cfg Config, nft knftables.Interface) (*Backend, error) {
 		ipv6:       cfg.Family == v1.IPv6Protocol,
 		log:        cfg.Logger.With("component", "proxy-nftables", "family", string(cfg.Family)),
 		needFull:   true,
-		records:    map[proxy.ServicePortName]*svcPlan{},
+		records:    map[proxy.ServicePortName]svcRecord{},
 		elems:      newElementStore(),
 		picks:      map[int]int{},
 		pickChains: map[int]bool{},
@@ -257,7 +255,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 				}
 			}
 		}
-		b.records = map[proxy.ServicePortName]*svcPlan{}
+		b.records = map[proxy.ServicePortName]svcRecord{}
 		clear(b.picks)
 		clear(b.pickChains)
 		for _, w := range b.globalElems(nodeIPs) {
@@ -277,7 +275,10 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	}
 	var writes []write
 	for _, n := range cands {
-		prev := b.records[n]
+		var prev *svcPlan
+		if r, ok := b.records[n]; ok {
+			prev = b.render(r.sp, r.eps)
+		}
 		var plan *svcPlan
 		if sp, ok := st.Services[n]; ok {
 			plan = b.render(sp, st.Endpoints[n])
@@ -305,14 +306,20 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 				}
 			}
 		}
-		if udp := udpChange(old[n], plan); udp != nil {
+		oldPlan := prev
+		if full {
+			if r, ok := old[n]; ok {
+				oldPlan = b.render(r.sp, r.eps)
+			}
+		}
+		if udp := udpChange(oldPlan, plan); udp != nil {
 			udpStale = append(udpStale, *udp)
 		}
 		if plan == nil {
 			delete(newRecords, n)
 			continue
 		}
-		newRecords[n] = plan
+		newRecords[n] = svcRecord{sp: st.Services[n], eps: st.Endpoints[n]}
 		for _, n := range plan.picks {
 			b.picks[n]++
 		}
@@ -326,8 +333,11 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		b.svcRules = 0
 		// Services that disappeared while we were not in sync: their UDP
 		// flows are stale too.
-		for n, p := range old {
-			if _, ok := newRecords[n]; !ok && p.udp != nil {
+		for n, r := range old {
+			if _, ok := newRecords[n]; ok {
+				continue
+			}
+			if p := b.render(r.sp, r.eps); p != nil && p.udp != nil {
 				udpStale = append(udpStale, conntrack.Stale{Frontends: p.udp.Frontends, NodePort: p.udp.NodePort})
 			}
 		}
@@ -411,11 +421,8 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	//    do not matter; then stale affinity sets (referenced by those rules).
 	staleChains = slices.DeleteFunc(staleChains, func(c string) bool { return active[c] })
 	staleSets = slices.DeleteFunc(staleSets, func(s string) bool { return activeSets[s] })
-	if full {
-		// Listed from the kernel: also drop those a surviving plan still uses.
-		staleChains = slices.DeleteFunc(staleChains, func(c string) bool { return b.chainInUse(c) })
-		staleSets = slices.DeleteFunc(staleSets, func(s string) bool { return b.setInUse(s) })
-	}
+	// (A full sync writes every plan and every pick chain in use, so the
+	// kernel listing needs no other filter.)
 	slices.Sort(staleChains)
 	staleChains = slices.Compact(staleChains)
 	for _, c := range staleChains {
@@ -464,31 +471,6 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		}
 	}
 	return nil
-}
-
-func (b *Backend) chainInUse(c string) bool {
-	if n, err := strconv.Atoi(strings.TrimPrefix(c, pickChainPrefix)); err == nil && isPickChain(c) {
-		return b.pickChains[n]
-	}
-	for _, p := range b.records {
-		for _, x := range p.chains {
-			if x.name == c {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (b *Backend) setInUse(s string) bool {
-	for _, p := range b.records {
-		for _, x := range p.sets {
-			if x.name == s {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // udpChange returns the conntrack cleanup needed when a UDP service goes

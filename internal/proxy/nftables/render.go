@@ -26,6 +26,16 @@ type setPlan struct {
 	timeout time.Duration
 }
 
+// svcRecord is what the backend wrote for one service port: the inputs of
+// its plan. render is a pure function of them and of what forces a full
+// sync when it changes (node addresses, configuration), so a partial sync
+// re-renders the previous plan instead of keeping it (at 10k services the
+// plans would hold ~15 MB of element text).
+type svcRecord struct {
+	sp  *proxy.ServicePort
+	eps []proxy.Endpoint
+}
+
 // svcPlan is everything one service port contributes to the table. It is a
 // pure function of the ServicePort, its endpoints and the backend config, so
 // comparing two plans tells whether the service must be rewritten.
