@@ -5,13 +5,16 @@
 // Sync costs (-what sync), for 1k and 10k Services × 10 endpoints:
 //
 //   - cold full sync: a fresh core Tracker fed with the Services and
-//     EndpointSlices, one Snapshot, one Backend.Sync into an empty table;
+//     EndpointSlices one by one (slices in the compact form the agent's
+//     informers keep, proxy.CompactSlice), one Snapshot, one Backend.Sync
+//     into an empty table;
 //   - rule count after it (nftables rules and set elements, iptables
 //     rules, userspace rules and map elements);
 //   - one-service change: one EndpointSlice update (one endpoint replaced),
-//     Tracker.Snapshot and a Backend.Sync (partial for nftables and
+//     Tracker.Snapshot, a Backend.Sync (partial for nftables and
 //     iptables; the userspace mode rewrites its small table and touches
-//     only the changed listeners), repeated -changes times;
+//     only the changed listeners) and Tracker.Release, as the agent's sync
+//     loop does, repeated -changes times;
 //   - RSS of the process (the proxy's own memory; the nft or
 //     iptables-restore child is not included) and its peak.
 //

@@ -83,8 +83,10 @@
 // netlink batch on a lasting connection (no process start, and no wait
 // for the RCU grace period the kernel takes when an nftables socket that
 // deleted elements is closed). The backend keeps, per service
-// port, the plan it wrote (chains with their rules, affinity sets, and map
-// elements) and a reference-counted record of all map/set elements. A
+// port, the inputs of the plan it wrote (the ServicePort and its endpoints;
+// the plan — chains with their rules, affinity sets, map elements, pick-N
+// chains used — is re-rendered when needed) and a reference-counted record
+// of all map/set elements. A
 // partial sync renders only the services listed in State.Changed (plus
 // added or removed ones), rewrites the chains of those whose plan differs,
 // and emits only the element deltas: a one-service change costs O(size of
