@@ -9,8 +9,29 @@ import (
 
 // elemKey identifies one element of one set or map.
 type elemKey struct {
-	container string // set or map name
+	container container
 	key       string // "a . b . c"
+}
+
+// container is a set or map that holds elements, by its index in
+// containerNames (one byte instead of a string in each of the ~130k keys
+// the element record holds at 10k services).
+type container uint8
+
+var containerNames = []string{
+	clusterIPsSet, nodePortIPsSet, hairpinSet, serviceIPsMap, serviceNodePortsMap,
+	noEndpointServicesMap, noEndpointNodePortsMap, firewallIPsMap, endpointSlotsMap, endpointPortsMap,
+}
+
+func (c container) String() string { return containerNames[c] }
+
+// containerOf returns the container named name, one of containerNames.
+func containerOf(name string) container {
+	i := slices.Index(containerNames, name)
+	if i < 0 {
+		panic("nftables: unknown element container " + name)
+	}
+	return container(i)
 }
 
 // elemWant is one element a service (or the global setup) wants present.
@@ -102,11 +123,11 @@ var mapContainers = map[string]bool{
 
 func newElement(k elemKey, value string) *knftables.Element {
 	e := &knftables.Element{Key: strings.Split(k.key, " . ")}
-	if mapContainers[k.container] {
-		e.Map = k.container
+	if mapContainers[k.container.String()] {
+		e.Map = k.container.String()
 		e.Value = strings.Split(value, " . ")
 	} else {
-		e.Set = k.container
+		e.Set = k.container.String()
 	}
 	return e
 }
@@ -155,7 +176,7 @@ func (s *elementStore) sortedDirty() []elemKey {
 }
 
 func compareKeys(a, b elemKey) int {
-	if c := strings.Compare(a.container, b.container); c != 0 {
+	if c := strings.Compare(a.container.String(), b.container.String()); c != 0 {
 		return c
 	}
 	return strings.Compare(a.key, b.key)

@@ -136,8 +136,8 @@ func (r *realInterface) writeElements(dels, adds []elemWant) error {
 		elems []elemWant
 		del   bool
 	}{{dels, true}, {adds, false}} {
-		byContainer := map[string][]gnft.SetElement{}
-		var order []string
+		byContainer := map[container][]gnft.SetElement{}
+		var order []container
 		for _, w := range op.elems {
 			if op.del {
 				w.value = "" // a deletion names the key only
@@ -154,7 +154,7 @@ func (r *realInterface) writeElements(dels, adds []elemWant) error {
 			byContainer[w.container] = append(byContainer[w.container], el)
 		}
 		for _, c := range order {
-			set := &gnft.Set{Table: table, Name: c}
+			set := &gnft.Set{Table: table, Name: c.String()}
 			var err error
 			if op.del {
 				err = r.conn.SetDeleteElements(set, byContainer[c])
@@ -208,7 +208,7 @@ var valueParts = map[string]part{endpointSlotsMap: pAddr, endpointPortsMap: pPor
 // encodeElement turns one element as text ("10.96.0.10 . tcp . 80") into
 // its netlink form.
 func encodeElement(w elemWant, ipv6 bool) (gnft.SetElement, error) {
-	layout, ok := keyLayouts[w.container]
+	layout, ok := keyLayouts[w.container.String()]
 	if !ok {
 		return gnft.SetElement{}, fmt.Errorf("nftables: no netlink layout for %q", w.container)
 	}
@@ -228,10 +228,10 @@ func encodeElement(w elemWant, ipv6 bool) (gnft.SetElement, error) {
 		key = append(key, b...)
 	}
 	el := gnft.SetElement{Key: key}
-	if !mapContainers[w.container] || w.value == "" {
+	if !mapContainers[w.container.String()] || w.value == "" {
 		return el, nil
 	}
-	if p, ok := valueParts[w.container]; ok {
+	if p, ok := valueParts[w.container.String()]; ok {
 		v, err := encodePart(p, w.value, ipv6)
 		if err != nil {
 			return gnft.SetElement{}, fmt.Errorf("nftables: %s value %q: %w", w.container, w.value, err)

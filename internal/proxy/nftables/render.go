@@ -131,7 +131,7 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 
 	p := &svcPlan{}
 	elem := func(container, value string, key ...string) {
-		p.elems = append(p.elems, elemWant{elemKey: elemKey{container: container, key: strings.Join(key, " . ")}, value: value})
+		p.elems = append(p.elems, elemWant{elemKey: elemKey{container: containerOf(container), key: strings.Join(key, " . ")}, value: value})
 	}
 
 	// Hairpin: a local endpoint reaching itself through the service must be

@@ -163,7 +163,7 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 func (b *Backend) globalElems(nodeIPs []netip.Addr) []elemWant {
 	out := make([]elemWant, 0, len(nodeIPs))
 	for _, ip := range nodeIPs {
-		out = append(out, elemWant{elemKey: elemKey{container: nodePortIPsSet, key: ip.String()}})
+		out = append(out, elemWant{elemKey: elemKey{container: containerOf(nodePortIPsSet), key: ip.String()}})
 	}
 	return out
 }
