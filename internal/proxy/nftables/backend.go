@@ -185,6 +185,11 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err := b.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
 		return fmt.Errorf("nftables: cleanup %s table: %w", b.ipX(), err)
 	}
+	if r, ok := b.nft.(*realInterface); ok {
+		// A backend is cleaned up when its mode is switched away from or
+		// removed; do not keep its socket open meanwhile.
+		r.closeConn()
+	}
 	b.needFull = true
 	b.initialized = false
 	clear(b.records)

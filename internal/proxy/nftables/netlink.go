@@ -115,6 +115,17 @@ type realInterface struct {
 
 var _ elementWriter = (*realInterface)(nil)
 
+// closeConn closes the netlink connection (the next element-only sync
+// opens a new one).
+func (r *realInterface) closeConn() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn != nil {
+		_ = r.conn.CloseLasting()
+		r.conn = nil
+	}
+}
+
 func (r *realInterface) writeElements(dels, adds []elemWant) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
