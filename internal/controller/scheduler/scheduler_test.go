@@ -181,9 +181,19 @@ func TestScheduler(t *testing.T) {
 		if per["n1"] != 2 || per["n2"] != 2 || per["n3"] != 2 {
 			t.Fatalf("web pods per node %v, want 2 on each of n1 n2 n3", per)
 		}
-		evs, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
-			FieldSelector: "involvedObject.name=web-0,reason=" + ReasonScheduled,
-		})
+		// The event recorder writes asynchronously, after the binding.
+		var (
+			evs *v1.EventList
+			err error
+		)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			evs, err = client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
+				FieldSelector: "involvedObject.name=web-0,reason=" + ReasonScheduled,
+			})
+			if (err == nil && len(evs.Items) > 0) || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil || len(evs.Items) != 1 || !strings.HasPrefix(evs.Items[0].Message, "Successfully assigned default/web-0 to n") {
 			t.Fatalf("Scheduled events for web-0: %v %v", evs, err)
 		}
