@@ -182,18 +182,14 @@ func TestScheduler(t *testing.T) {
 			t.Fatalf("web pods per node %v, want 2 on each of n1 n2 n3", per)
 		}
 		// The event recorder writes asynchronously, after the binding.
-		var (
-			evs *v1.EventList
-			err error
-		)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var evs *v1.EventList
+		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			var err error
 			evs, err = client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
 				FieldSelector: "involvedObject.name=web-0,reason=" + ReasonScheduled,
 			})
-			if (err == nil && len(evs.Items) > 0) || time.Now().After(deadline) {
-				break
-			}
-		}
+			return err == nil && len(evs.Items) > 0, err
+		})
 		if err != nil || len(evs.Items) != 1 || !strings.HasPrefix(evs.Items[0].Message, "Successfully assigned default/web-0 to n") {
 			t.Fatalf("Scheduled events for web-0: %v %v", evs, err)
 		}
@@ -269,11 +265,17 @@ func TestScheduler(t *testing.T) {
 		}
 		waitBound(t, client, names...)
 		for _, n := range names {
-			evs, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
-				FieldSelector: "involvedObject.name=" + n + ",reason=" + ReasonScheduled,
+			// The event recorder writes asynchronously, after the binding.
+			var evs *v1.EventList
+			err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+				var err error
+				evs, err = client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
+					FieldSelector: "involvedObject.name=" + n + ",reason=" + ReasonScheduled,
+				})
+				return err == nil && len(evs.Items) > 0, err
 			})
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("pod %s: no Scheduled event: %v", n, err)
 			}
 			if len(evs.Items) != 1 || evs.Items[0].Count != 1 {
 				t.Fatalf("pod %s has %d Scheduled events, want exactly one binding", n, len(evs.Items))
