@@ -250,7 +250,7 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 			if len(b.clusterCIDRs) > 0 {
 				// Pods reaching an external IP of the service are treated as
 				// internal traffic (as kube-proxy does).
-				rules = append(rules, fmt.Sprintf("%s saddr { %s } goto %s", ipX, joinPrefixes(b.clusterCIDRs), ref(shortCircuit)))
+				rules = append(rules, fmt.Sprintf("%s saddr %s goto %s", ipX, prefixMatch(b.clusterCIDRs), ref(shortCircuit)))
 			}
 			rules = append(rules,
 				"fib saddr type local "+b.masqRule(),
@@ -401,6 +401,16 @@ func (b *Backend) ipX() string {
 }
 
 func (b *Backend) masqRule() string { return "mark set mark or " + masqueradeMark }
+
+// prefixMatch is the right-hand side matching any of ps: a single prefix
+// as such (a mask and a compare, the cheapest match), several as an
+// anonymous interval set (a set lookup).
+func prefixMatch(ps []netip.Prefix) string {
+	if len(ps) == 1 {
+		return ps[0].String()
+	}
+	return "{ " + joinPrefixes(ps) + " }"
+}
 
 func joinPrefixes(ps []netip.Prefix) string {
 	s := make([]string, len(ps))

@@ -18,7 +18,7 @@ func TestServiceCIDRObjects(t *testing.T) {
 	web := svcWithEps{svc{name: "web", cip: []string{"10.96.0.10"}, svcPort: 80}, []proxy.Endpoint{ep("10.244.0.5", 8080, testNode, "ready")}}
 	st := buildState(web)
 	mustSync(t, b, st)
-	if dump := fake.Dump(); !strings.Contains(dump, "ip daddr { 10.96.0.0/16 } drop") {
+	if dump := fake.Dump(); !strings.Contains(dump, "ip daddr 10.96.0.0/16 drop") {
 		t.Fatalf("configured service CIDR not dropped:\n%s", dump)
 	}
 

@@ -142,7 +142,7 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 	// unallocated address → drop.
 	rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr @%s reject", ipX, clusterIPsSet))
 	if len(b.serviceCIDRs) > 0 {
-		rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr { %s } drop", ipX, joinPrefixes(b.serviceCIDRs)))
+		rule(clusterIPsCheckChain, fmt.Sprintf("%s daddr %s drop", ipX, prefixMatch(b.serviceCIDRs)))
 	}
 
 	// Dispatch.
@@ -152,7 +152,7 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 	case len(b.clusterCIDRs) > 0:
 		// Off-cluster clients reaching a ClusterIP (via a route to the
 		// service CIDR) are masqueraded so replies return through us.
-		rule(servicesChain, fmt.Sprintf("%s daddr @%s %s saddr != { %s } %s", ipX, clusterIPsSet, ipX, joinPrefixes(b.clusterCIDRs), b.masqRule()))
+		rule(servicesChain, fmt.Sprintf("%s daddr @%s %s saddr != %s %s", ipX, clusterIPsSet, ipX, prefixMatch(b.clusterCIDRs), b.masqRule()))
 	}
 	rule(servicesChain, fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", ipX, serviceIPsMap))
 	rule(servicesChain, fmt.Sprintf("%s daddr @%s meta l4proto . th dport vmap @%s", ipX, nodePortIPsSet, serviceNodePortsMap))
