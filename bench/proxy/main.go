@@ -222,8 +222,6 @@ func runChild(backend, variant, mode string, n, eps, changes int) result {
 	return r
 }
 
-// objects builds n Services (ClusterIP; every 10th a NodePort, every 20th
-// UDP) with one EndpointSlice of eps endpoints each.
 // object returns Service i and its EndpointSlice: every 20th Service is
 // UDP, every 10th a NodePort.
 func object(i, eps int) (*v1.Service, *discovery.EndpointSlice) {

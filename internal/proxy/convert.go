@@ -195,7 +195,7 @@ func MergeEndpoints(svc types.NamespacedName, slices_ []*discovery.EndpointSlice
 	}
 	for name, eps := range out {
 		// Exact size: the lists live as long as the Service does.
-		eps = slices.Clip(append([]Endpoint(nil), eps...))
+		eps = slices.Clone(eps)
 		out[name] = eps
 		slices.SortFunc(eps, func(a, b Endpoint) int {
 			if c := a.IP.Compare(b.IP); c != 0 {

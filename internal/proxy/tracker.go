@@ -247,7 +247,7 @@ func (t *Tracker) Snapshot(full bool) (*State, []time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.generation++
-	if t.flatShared && (len(t.dirty) > 0 || t.globalChanged) {
+	if t.flatShared && len(t.dirty) > 0 { // only dirty Services change them
 		t.flatServices = maps.Clone(t.flatServices)
 		t.flatEndpoints = maps.Clone(t.flatEndpoints)
 		t.flatShared = false

@@ -280,8 +280,11 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	}
 	var writes []write
 	for _, n := range cands {
+		// The previous plan: on a partial sync to diff against; on a full
+		// sync (which rewrites everything) only a UDP service's, for the
+		// conntrack cleanup.
 		var prev *svcPlan
-		if r, ok := b.records[n]; ok {
+		if r, ok := old[n]; ok && (!full || r.sp.Protocol == v1.ProtocolUDP) {
 			prev = b.render(r.sp, r.eps)
 		}
 		var plan *svcPlan
@@ -311,13 +314,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 				}
 			}
 		}
-		oldPlan := prev
-		if full {
-			if r, ok := old[n]; ok {
-				oldPlan = b.render(r.sp, r.eps)
-			}
-		}
-		if udp := udpChange(oldPlan, plan); udp != nil {
+		if udp := udpChange(prev, plan); udp != nil {
 			udpStale = append(udpStale, *udp)
 		}
 		if plan == nil {
@@ -339,7 +336,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		// Services that disappeared while we were not in sync: their UDP
 		// flows are stale too.
 		for n, r := range old {
-			if _, ok := newRecords[n]; ok {
+			if _, ok := newRecords[n]; ok || r.sp.Protocol != v1.ProtocolUDP {
 				continue
 			}
 			if p := b.render(r.sp, r.eps); p != nil && p.udp != nil {
@@ -375,7 +372,6 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	// service uses any more (after the elements pointing at them, below).
 	for _, n := range slices.Sorted(maps.Keys(b.picks)) {
 		switch {
-		case n == 0:
 		case b.picks[n] > 0 && !b.pickChains[n]:
 			b.pickChains[n] = true
 			c := pickChainName(n)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -50,10 +51,7 @@ func (r *realInterface) runWithElements(ctx context.Context, tx *knftables.Trans
 			return fmt.Errorf("nftables: invalid transaction: %s", t[i:])
 		}
 	}
-	family := "ip"
-	if r.family == knftables.IPv6Family {
-		family = "ip6"
-	}
+	family := string(r.family) // "ip" or "ip6", as in nft commands
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -84,20 +82,36 @@ func (r *realInterface) runWithElements(ctx context.Context, tx *knftables.Trans
 // commands for elems (sorted by container), at most elementsPerCommand
 // elements each. Deletions name the key only.
 func writeElementCommands(buf *bufio.Writer, verb, family string, elems []elemWant) {
-	for i := 0; i < len(elems); {
-		c := elems[i].container
-		fmt.Fprintf(buf, "%s element %s %s %s { ", verb, family, tableName, c)
-		for n := 0; i < len(elems) && elems[i].container == c && n < elementsPerCommand; i, n = i+1, n+1 {
-			if n > 0 {
+	for run := range containerRuns(elems, elementsPerCommand) {
+		fmt.Fprintf(buf, "%s element %s %s %s { ", verb, family, tableName, run[0].container)
+		for i, e := range run {
+			if i > 0 {
 				buf.WriteString(", ")
 			}
-			buf.WriteString(elems[i].key)
-			if verb == "add" && elems[i].value != "" {
+			buf.WriteString(e.key)
+			if verb == "add" && e.value != "" {
 				buf.WriteString(" : ")
-				buf.WriteString(elems[i].value)
+				buf.WriteString(e.value)
 			}
 		}
 		buf.WriteString(" }\n")
+	}
+}
+
+// containerRuns yields elems (sorted by container) in runs of one
+// container, at most max elements each.
+func containerRuns(elems []elemWant, max int) iter.Seq[[]elemWant] {
+	return func(yield func([]elemWant) bool) {
+		for len(elems) > 0 {
+			n := 1
+			for n < len(elems) && n < max && elems[n].container == elems[0].container {
+				n++
+			}
+			if !yield(elems[:n]) {
+				return
+			}
+			elems = elems[n:]
+		}
 	}
 }
 
@@ -126,7 +140,12 @@ func (r *realInterface) closeConn() {
 	}
 }
 
-func (r *realInterface) writeElements(dels, adds []elemWant) error {
+// elementsPerMessage bounds one netlink element message: its element list
+// is one attribute, whose length field has 16 bits (64 KiB), and an IPv6
+// element takes up to ~100 bytes.
+const elementsPerMessage = 256
+
+func (r *realInterface) writeElements(dels, adds []elemWant) (err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conn == nil {
@@ -136,53 +155,46 @@ func (r *realInterface) writeElements(dels, adds []elemWant) error {
 		}
 		r.conn = c
 	}
+	defer func() {
+		if err != nil {
+			// Drop the messages queued so far, and start over with a
+			// fresh socket next time.
+			_ = r.conn.CloseLasting()
+			r.conn = nil
+		}
+	}()
 	ipv6 := r.family == knftables.IPv6Family
 	table := &gnft.Table{Name: tableName, Family: gnft.TableFamilyIPv4}
 	if ipv6 {
 		table.Family = gnft.TableFamilyIPv6
 	}
-	// Group by container (one message per container and operation), keeping
-	// the deletions before the additions.
+	// Deletions before additions, one message per run of one container.
 	for _, op := range []struct {
 		elems []elemWant
 		del   bool
 	}{{dels, true}, {adds, false}} {
-		byContainer := map[container][]gnft.SetElement{}
-		var order []container
-		for _, w := range op.elems {
+		for run := range containerRuns(op.elems, elementsPerMessage) {
+			els := make([]gnft.SetElement, len(run))
+			for i, w := range run {
+				if op.del {
+					w.value = "" // a deletion names the key only
+				}
+				if els[i], err = encodeElement(w, ipv6); err != nil {
+					return err
+				}
+			}
+			set := &gnft.Set{Table: table, Name: run[0].container.String()}
 			if op.del {
-				w.value = "" // a deletion names the key only
-			}
-			el, err := encodeElement(w, ipv6)
-			if err != nil {
-				r.conn.CloseLasting()
-				r.conn = nil
-				return err
-			}
-			if _, ok := byContainer[w.container]; !ok {
-				order = append(order, w.container)
-			}
-			byContainer[w.container] = append(byContainer[w.container], el)
-		}
-		for _, c := range order {
-			set := &gnft.Set{Table: table, Name: c.String()}
-			var err error
-			if op.del {
-				err = r.conn.SetDeleteElements(set, byContainer[c])
+				err = r.conn.SetDeleteElements(set, els)
 			} else {
-				err = r.conn.SetAddElements(set, byContainer[c])
+				err = r.conn.SetAddElements(set, els)
 			}
 			if err != nil {
-				r.conn.CloseLasting()
-				r.conn = nil
-				return fmt.Errorf("nftables: %s elements: %w", c, err)
+				return fmt.Errorf("nftables: %s elements: %w", set.Name, err)
 			}
 		}
 	}
 	if err := r.conn.Flush(); err != nil {
-		// Start over with a fresh socket next time.
-		r.conn.CloseLasting()
-		r.conn = nil
 		return fmt.Errorf("nftables: element batch: %w", err)
 	}
 	r.batches++

@@ -171,18 +171,20 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 		referenced[chain] = true
 		return chain
 	}
-	// pick fills the slots of one frontend (destination address and port)
-	// with eps and returns the shared chain that chooses among them.
-	pick := func(eps []proxy.Endpoint, targetPort uint16, addr, port string) string {
-		n := len(eps)
+	// usePick records that the service jumps to the shared chain pick-n.
+	usePick := func(n int) string {
 		if !slices.Contains(p.picks, n) {
 			p.picks = append(p.picks, n)
 		}
+		return pickChainName(n)
+	}
+	// slots fills the slots of one frontend (destination address and port)
+	// with eps, for the pick-N chain that chooses among them.
+	slots := func(eps []proxy.Endpoint, targetPort uint16, addr, port string) {
 		elem(endpointPortsMap, strconv.Itoa(int(targetPort)), addr, proto, port)
 		for i, ep := range eps {
 			elem(endpointSlotsMap, ep.IP.String(), addr, proto, port, strconv.Itoa(i))
 		}
-		return pickChainName(n)
 	}
 
 	elem(clusterIPsSet, "", clusterIP.String())
@@ -198,7 +200,8 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 			// endpoint-slots, port from endpoint-ports. An endpoint
 			// change is then a map-element change, which the kernel
 			// applies without re-validating the table's chains.
-			elem(serviceIPsMap, "goto "+pick(internalEps, targetPort, clusterIP.String(), port), clusterIP.String(), proto, port)
+			slots(internalEps, targetPort, clusterIP.String(), port)
+			elem(serviceIPsMap, "goto "+usePick(len(internalEps)), clusterIP.String(), proto, port)
 		} else {
 			elem(serviceIPsMap, "goto "+ref(internalChain), clusterIP.String(), proto, port)
 		}
@@ -261,14 +264,14 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 			// and LoadBalancer IPs, NodePort on each node address) gets
 			// its own slots, so endpoint moves touch elements only.
 			for _, ip := range append(b.familyAddrs(sp.ExternalIPs), lbIPs...) {
-				pick(cluster, targetPort, ip.String(), port)
+				slots(cluster, targetPort, ip.String(), port)
 			}
 			if sp.NodePort != 0 {
 				for _, ip := range b.nodeIPs {
-					pick(cluster, targetPort, ip.String(), strconv.Itoa(int(sp.NodePort)))
+					slots(cluster, targetPort, ip.String(), strconv.Itoa(int(sp.NodePort)))
 				}
 			}
-			rules = append(rules, "goto "+pickChainName(len(cluster)))
+			rules = append(rules, "goto "+usePick(len(cluster)))
 		} else if hasExternal {
 			rules = append(rules, "goto "+ref(externalPolicyChain))
 		}

@@ -669,6 +669,9 @@ func (e *ruleEval) dnat() (verdict, error) {
 			if err != nil {
 				return verdict{}, err
 			}
+			if port == nil {
+				return verdict{}, errNoMatch // as for the address
+			}
 			target = append(target[:1:1], port...)
 		}
 	default:
