@@ -6,9 +6,32 @@ package ctrlqueue
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"k8s.io/client-go/util/workqueue"
 )
+
+// ErrCacheBehind is wrapped by a Sync error that only means the informer
+// cache has not yet caught up with this controller's own last write (it
+// would act on state it already replaced). That is not a failure: the
+// watch event is on its way. Counted as failures, such retries grow the
+// key's back-off exponentially whenever events keep re-queuing the key
+// meanwhile (each sync fails at once), and under churn that reached 15
+// failures in under a second — the next retry 80 s away, or the key
+// dropped for good — while the cache caught up a moment later.
+var ErrCacheBehind = errors.New("informer cache is behind the controller's last write")
+
+// Back-off of ErrCacheBehind retries: 5 ms doubling, at most a second.
+const (
+	cacheBehindBaseDelay = 5 * time.Millisecond
+	cacheBehindMaxDelay  = time.Second
+)
+
+// NewCacheBehindBackoff returns the back-off for Worker.CacheBehind.
+func NewCacheBehindBackoff() workqueue.TypedRateLimiter[string] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[string](cacheBehindBaseDelay, cacheBehindMaxDelay)
+}
 
 // Worker drains Queue into Sync.
 type Worker struct {
@@ -20,6 +43,11 @@ type Worker struct {
 	// OnError, when set, is told about each failure: retries is the number
 	// of times the key was already re-queued, dropped says it left the queue.
 	OnError func(key string, err error, retries int, dropped bool)
+	// CacheBehind, when set, is the back-off (shared by the controller's
+	// workers; NewCacheBehindBackoff) of keys whose Sync returned an
+	// ErrCacheBehind error: they are retried after it without counting as
+	// failures (no MaxRetries, no OnError, no growth of Queue's back-off).
+	CacheBehind workqueue.TypedRateLimiter[string]
 }
 
 // Run processes keys until the queue shuts down.
@@ -38,6 +66,13 @@ func (w Worker) ProcessNext(ctx context.Context) bool {
 	err := w.Sync(ctx, key)
 	if err == nil {
 		w.Queue.Forget(key)
+		if w.CacheBehind != nil {
+			w.CacheBehind.Forget(key)
+		}
+		return true
+	}
+	if w.CacheBehind != nil && errors.Is(err, ErrCacheBehind) {
+		w.Queue.AddAfter(key, w.CacheBehind.When(key))
 		return true
 	}
 	retries := w.Queue.NumRequeues(key)

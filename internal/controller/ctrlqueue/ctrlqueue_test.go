@@ -3,7 +3,9 @@ package ctrlqueue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/util/workqueue"
 )
@@ -67,5 +69,58 @@ func TestWorkerWithoutBudgetRetries(t *testing.T) {
 	}
 	if n != 5 || q.Len() != 0 || q.NumRequeues("k") != 0 {
 		t.Fatalf("syncs %d, len %d, requeues %d", n, q.Len(), q.NumRequeues("k"))
+	}
+}
+
+// TestWorkerCacheBehindIsNotAFailure: a key whose sync keeps finding the
+// cache behind (while events keep re-queuing it) is retried after a short
+// back-off, neither dropped nor pushed out by the failure back-off, and a
+// later real failure starts from the first retry.
+func TestWorkerCacheBehindIsNotAFailure(t *testing.T) {
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	defer q.ShutDown()
+	behind, fail := 40, false
+	var errs []int
+	w := Worker{
+		Queue: q,
+		Sync: func(context.Context, string) error {
+			if behind > 0 {
+				behind--
+				return fmt.Errorf("endpoints of k: %w", ErrCacheBehind)
+			}
+			if fail {
+				return errors.New("boom")
+			}
+			return nil
+		},
+		MaxRetries:  3,
+		OnError:     func(_ string, _ error, retries int, _ bool) { errs = append(errs, retries) },
+		CacheBehind: NewCacheBehindBackoff(),
+	}
+	ctx := context.Background()
+	start := time.Now()
+	for behind > 0 {
+		q.Add("k") // an event for the key, as under churn
+		if !w.ProcessNext(ctx) {
+			t.Fatal("queue shut down")
+		}
+		if q.NumRequeues("k") != 0 || len(errs) != 0 {
+			t.Fatalf("cache-behind retry counted as a failure: requeues %d, OnError calls %v", q.NumRequeues("k"), errs)
+		}
+	}
+	// The key is still queued (after at most a second) and now syncs.
+	w.ProcessNext(ctx)
+	if waited := time.Since(start); waited > 3*time.Second {
+		t.Fatalf("cache-behind back-off took %s", waited)
+	}
+	if q.Len() != 0 || behind != 0 {
+		t.Fatalf("queue len %d, behind %d", q.Len(), behind)
+	}
+	// A real failure now is the first one.
+	fail = true
+	q.Add("k")
+	w.ProcessNext(ctx)
+	if len(errs) != 1 || errs[0] != 0 {
+		t.Fatalf("OnError retries %v, want [0]", errs)
 	}
 }

@@ -99,6 +99,7 @@ type Controller struct {
 
 	triggerTimeTracker *endpointsliceutil.TriggerTimeTracker
 	stale              staleTracker
+	cacheBehind        workqueue.TypedRateLimiter[string] // retries while stale shows our replaced writes
 
 	endpointUpdatesBatchPeriod time.Duration
 	workerLoopPeriod           time.Duration
@@ -132,6 +133,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 		),
 		triggerTimeTracker:         endpointsliceutil.NewTriggerTimeTracker(),
 		stale:                      staleTracker{rv: map[types.NamespacedName]string{}},
+		cacheBehind:                ctrlqueue.NewCacheBehindBackoff(),
 		endpointUpdatesBatchPeriod: cfg.EndpointUpdatesBatchPeriod,
 		workerLoopPeriod:           time.Second,
 	}
@@ -205,7 +207,7 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncService, MaxRetries: maxRetries,
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncService, MaxRetries: maxRetries, CacheBehind: c.cacheBehind,
 		OnError: func(key string, err error, retries int, dropped bool) {
 			if dropped {
 				c.logger.Error("dropping service out of the queue", "service", key, "err", err)
@@ -257,7 +259,7 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	case err != nil:
 		return fmt.Errorf("endpoints: get %s: %w", key, err)
 	case c.stale.isStale(current):
-		return fmt.Errorf("endpoints: cache still shows resourceVersion %s of %s, already replaced", current.ResourceVersion, key)
+		return fmt.Errorf("endpoints: cache still shows resourceVersion %s of %s, already replaced: %w", current.ResourceVersion, key, ctrlqueue.ErrCacheBehind)
 	}
 	create := current.ResourceVersion == ""
 	if !create &&

@@ -93,6 +93,8 @@ type Controller struct {
 	tracker    *endpointsliceutil.EndpointSliceTracker
 	reconciler *reconciler
 	queue      workqueue.TypedRateLimitingInterface[string]
+	// cacheBehind paces retries while the slice cache lags our writes.
+	cacheBehind workqueue.TypedRateLimiter[string]
 
 	endpointUpdatesBatchPeriod time.Duration
 	workerLoopPeriod           time.Duration
@@ -120,6 +122,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 		eventBroadcaster: broadcaster,
 		tracker:          endpointsliceutil.NewEndpointSliceTracker(),
 		// Upstream's limiter: 1 s doubling to 100 s per key, 10 qps overall.
+		cacheBehind: ctrlqueue.NewCacheBehindBackoff(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedMaxOfRateLimiter(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[string](defaultSyncBackOff, maxSyncBackOff),
@@ -206,7 +209,7 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) worker(ctx context.Context) {
-	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncEndpoints, MaxRetries: maxRetries,
+	ctrlqueue.Worker{Queue: c.queue, Sync: c.syncEndpoints, MaxRetries: maxRetries, CacheBehind: c.cacheBehind,
 		OnError: func(key string, err error, retries int, dropped bool) {
 			if dropped {
 				c.logger.Error("retry budget exceeded, dropping endpoints out of the queue", "endpoints", key, "err", err)
@@ -405,4 +408,4 @@ func managedByUs(s *discoveryv1.EndpointSlice) bool {
 	return s.Labels[discoveryv1.LabelManagedBy] == ControllerName
 }
 
-var errStaleCache = errors.New("endpointslicemirroring: EndpointSlice informer cache is out of date")
+var errStaleCache = fmt.Errorf("endpointslicemirroring: EndpointSlice informer cache is out of date: %w", ctrlqueue.ErrCacheBehind)

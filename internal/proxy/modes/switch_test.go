@@ -123,6 +123,9 @@ type stream struct {
 	echoed atomic.Int64
 	done   chan struct{}
 	err    error // set before done closes
+	// stopWrite ends the writer; written closes when it has returned (close
+	// half-closes only then: a write after the half-close is EPIPE).
+	stopWrite, written chan struct{}
 }
 
 func openStream(ctx context.Context, t *testing.T, from *proxytest.NetNS, name, addr string) *stream {
@@ -131,9 +134,10 @@ func openStream(ctx context.Context, t *testing.T, from *proxytest.NetNS, name, 
 	if err != nil {
 		t.Fatalf("stream %s: dial %s: %v", name, addr, err)
 	}
-	s := &stream{name: name, conn: c, done: make(chan struct{})}
+	s := &stream{name: name, conn: c, done: make(chan struct{}), stopWrite: make(chan struct{}), written: make(chan struct{})}
 	werr := make(chan error, 1)
 	go func() {
+		defer close(s.written)
 		tick := time.NewTicker(streamTick)
 		defer tick.Stop()
 		for i := 0; ; i++ {
@@ -144,6 +148,8 @@ func openStream(ctx context.Context, t *testing.T, from *proxytest.NetNS, name, 
 			select {
 			case <-tick.C:
 			case <-s.done:
+				return
+			case <-s.stopWrite:
 				return
 			}
 		}
@@ -200,6 +206,8 @@ func (s *stream) close(t *testing.T) {
 		return
 	default:
 	}
+	close(s.stopWrite)
+	<-s.written
 	_ = s.conn.(*net.TCPConn).CloseWrite()
 	select {
 	case <-s.done:

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -214,9 +215,33 @@ func NewLab(t testing.TB) *Lab {
 	t.Helper()
 	RequireSandbox(t)
 	l := &Lab{t: t, root: &NetNS{}, names: map[string]bool{}}
+	// Earlier tests in this process ran in the same root namespace: their
+	// conntrack entries (TIME_WAIT for two minutes, CLOSE for ten seconds)
+	// hold the NAT bindings of the modes and listeners they used, and a new
+	// pod with a reused address picks the same source ports in the same
+	// order. A SYN that meets such an entry in CLOSE state is not a new
+	// connection to conntrack: it takes the old binding (say, a REDIRECT to
+	// a userspace listener long closed) and is refused. Each lab starts
+	// with an empty table, as a fresh node would.
+	l.must(flushConntrack())
 	t.Cleanup(l.cleanup)
 	return l
 }
+
+// flushConntrack empties the conntrack table of the calling thread's
+// namespace, both families.
+func flushConntrack() error {
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, matchAllFlows{}); err != nil {
+			return fmt.Errorf("flush conntrack: %w", err)
+		}
+	}
+	return nil
+}
+
+type matchAllFlows struct{}
+
+func (matchAllFlows) MatchConntrackFlow(*netlink.ConntrackFlow) bool { return true }
 
 // Root returns the sandbox's own namespace.
 func (l *Lab) Root() *NetNS { return l.root }
