@@ -17,17 +17,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcnet/svcnet/internal/auth"
+	"github.com/svcnet/svcnet/internal/testutil/ports"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a loopback TCP port that is free now (ports.Free).
+func freePort(t *testing.T) int { t.Helper(); return ports.Free(t) }
 
 // testConfig is a loopback-only server in dir with fresh ports.
 func testConfig(t *testing.T, dir string) Config {

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcnet/svcnet/internal/proxy/proxytest"
+	"github.com/svcnet/svcnet/internal/testutil/ports"
 )
 
 // svcnetBin is the binary under test.
@@ -99,16 +100,8 @@ func runMain(m *testing.M) int {
 	return proxytest.Main(m)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a loopback TCP port that is free now (ports.Free).
+func freePort(t *testing.T) int { t.Helper(); return ports.Free(t) }
 
 // example returns the path of a manifest in examples/.
 func example(name string) string { return filepath.Join(repoRoot, "examples", name) }

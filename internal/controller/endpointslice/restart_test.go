@@ -276,7 +276,7 @@ func (ch *churner) step(ctx context.Context) {
 // On failure it also says whether an independent informer (the witness,
 // running since the start on the same client) agrees with the server, to
 // tell a stale watch from a controller bug.
-func waitConverged(t *testing.T, c kubernetes.Interface, witness cache.Indexer, what string) {
+func waitConverged(t *testing.T, c kubernetes.Interface, witness witness, what string) {
 	t.Helper()
 	eptest.Eventually(t, "desired == actual slices ("+what+")", func() (bool, string) {
 		d, err := diffDesired(c)
@@ -290,27 +290,36 @@ func waitConverged(t *testing.T, c kubernetes.Interface, witness cache.Indexer, 
 	})
 }
 
-// startWitness runs a plain all-namespaces Service informer (like the
-// controller's) for the whole test.
-func startWitness(t *testing.T, c kubernetes.Interface) cache.Indexer {
+// witness is a plain all-namespaces Service informer and EndpointSlice
+// informer (like the controller's), running for the whole test on the
+// same client: when the controller does not converge, whether they agree
+// with the server tells a stale watch from a controller bug.
+type witness struct{ services, slices cache.Indexer }
+
+func startWitness(t *testing.T, c kubernetes.Interface) witness {
 	factory := informers.NewSharedInformerFactory(c, 0)
-	inf := factory.Core().V1().Services().Informer()
+	w := witness{
+		services: factory.Core().V1().Services().Informer().GetIndexer(),
+		slices:   factory.Discovery().V1().EndpointSlices().Informer().GetIndexer(),
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	t.Cleanup(func() { cancel(); factory.Shutdown() })
-	return inf.GetIndexer()
+	return w
 }
 
-// witnessDiff compares the witness informer's Services with the server's.
-func witnessDiff(c kubernetes.Interface, witness cache.Indexer) string {
-	l, err := c.CoreV1().Services(churnNS).List(context.Background(), metav1.ListOptions{})
+// witnessDiff compares the witness informers' Services and slices with
+// the server's.
+func witnessDiff(c kubernetes.Interface, w witness) string {
+	ctx := context.Background()
+	l, err := c.CoreV1().Services(churnNS).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "witness: " + err.Error()
 	}
 	var out []string
 	for _, s := range l.Items {
-		o, ok, _ := witness.GetByKey(churnNS + "/" + s.Name)
+		o, ok, _ := w.services.GetByKey(churnNS + "/" + s.Name)
 		switch {
 		case !ok:
 			out = append(out, s.Name+": missing from the witness informer")
@@ -319,10 +328,32 @@ func witnessDiff(c kubernetes.Interface, witness cache.Indexer) string {
 				o.(*corev1.Service).UID, o.(*corev1.Service).ResourceVersion, s.UID, s.ResourceVersion))
 		}
 	}
-	if len(out) == 0 {
-		return fmt.Sprintf("witness informer agrees with the server (%d Services)", len(l.Items))
+	sl, err := c.DiscoveryV1().EndpointSlices(churnNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "witness: " + err.Error()
 	}
-	return "witness informer is stale: " + fmt.Sprint(out)
+	onServer := map[string]bool{}
+	for _, s := range sl.Items {
+		onServer[s.Name] = true
+		o, ok, _ := w.slices.GetByKey(churnNS + "/" + s.Name)
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("slice %s (rv %s): missing from the witness informer", s.Name, s.ResourceVersion))
+		case o.(*discoveryv1.EndpointSlice).ResourceVersion != s.ResourceVersion:
+			out = append(out, fmt.Sprintf("slice %s: witness informer has rv %s, server %s", s.Name,
+				o.(*discoveryv1.EndpointSlice).ResourceVersion, s.ResourceVersion))
+		}
+	}
+	for _, o := range w.slices.List() {
+		if s := o.(*discoveryv1.EndpointSlice); s.Namespace == churnNS && !onServer[s.Name] {
+			out = append(out, fmt.Sprintf("slice %s (rv %s): in the witness informer, not on the server (list rv %s)",
+				s.Name, s.ResourceVersion, sl.ResourceVersion))
+		}
+	}
+	if len(out) == 0 {
+		return fmt.Sprintf("witness informers agree with the server (%d Services, %d slices)", len(l.Items), len(sl.Items))
+	}
+	return "witness informers are stale: " + fmt.Sprint(out)
 }
 
 // diffDesired compares the slices in the namespace with what the pods,

@@ -4,23 +4,18 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcnet/svcnet/internal/storage/etcd"
+	"github.com/svcnet/svcnet/internal/testutil/ports"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that is free now (ports.Free).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports.Free(t)
 }
 
 // Start starts an embedded etcd on loopback in a temp dir and returns a Store
