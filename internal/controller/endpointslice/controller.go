@@ -319,6 +319,9 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	}
 	slices = dropPendingDeletion(slices)
 	if c.endpointSliceTracker.StaleSlices(service, slices) {
+		if c.logger.Enabled(ctx, slog.LevelDebug) {
+			c.logger.Debug("cached slices older than our writes", "service", key, "cached", sliceVersions(slices))
+		}
 		return errStaleCache
 	}
 	slices, err = c.deleteForeignSlices(ctx, service, slices)
@@ -573,6 +576,15 @@ func (c *Controller) queueServiceForSlice(s *discoveryv1.EndpointSlice) {
 		return
 	}
 	c.serviceQueue.AddAfter(key, max(endpointSliceChangeMinSyncDelay, c.endpointUpdatesBatchPeriod))
+}
+
+// sliceVersions names slices with their UID and generation, for logs.
+func sliceVersions(slices []*discoveryv1.EndpointSlice) []string {
+	out := make([]string, 0, len(slices))
+	for _, s := range slices {
+		out = append(out, fmt.Sprintf("%s uid=%s gen=%d rv=%s", s.Name, s.UID, s.Generation, s.ResourceVersion))
+	}
+	return out
 }
 
 func dropPendingDeletion(slices []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
