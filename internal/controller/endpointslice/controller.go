@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -95,6 +96,10 @@ type Controller struct {
 	endpointSliceTracker *endpointsliceutil.EndpointSliceTracker
 	triggerTimeTracker   *endpointsliceutil.TriggerTimeTracker
 	topologyCache        *topologycache.TopologyCache
+	// syncedUID is the UID of the Service each key was last synced for
+	// (guarded by uidMu); see forgetReplacedService.
+	uidMu     sync.Mutex
+	syncedUID map[string]types.UID
 
 	serviceQueue  workqueue.TypedRateLimitingInterface[string]
 	podQueue      workqueue.TypedRateLimitingInterface[*endpointsliceutil.PodProjectionKey]
@@ -150,6 +155,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 		),
 		staleBackoff:               workqueue.NewTypedItemExponentialFailureRateLimiter[string](staleBaseDelay, staleMaxDelay),
 		endpointSliceTracker:       endpointsliceutil.NewEndpointSliceTracker(),
+		syncedUID:                  map[string]types.UID{},
 		triggerTimeTracker:         endpointsliceutil.NewTriggerTimeTracker(),
 		topologyCache:              topologycache.NewTopologyCache(),
 		maxEndpointsPerSlice:       cfg.MaxEndpointsPerSlice,
@@ -302,6 +308,7 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 		}
 		return c.forgetService(ctx, namespace, name)
 	}
+	c.forgetReplacedService(key, service)
 	// ExternalName Services and Services without a selector get no slices
 	// from this controller (selectorless ones get hand-written Endpoints,
 	// mirrored by endpointslicemirroring).
@@ -338,9 +345,36 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 	return nil
 }
 
+// forgetReplacedService drops the trackers' state of key when the Service
+// now in the cache is not the one key was last synced for (deleted and
+// created again). The slice tracker is keyed by Service name and expects
+// every slice it recorded a write of to show up in the cache; the API
+// server deletes a Service's slices with it, so a slice written for the
+// old Service just before that may never reach an informer that was
+// re-listing at the time (a server restart), and then neither its ADD
+// nor its DELETE arrives. When the deletion and the new Service are seen
+// as one update (a re-list), forgetService never runs, and the tracker
+// would report the cache behind for that slice forever: the Service would
+// get no slices until the controller restarted.
+func (c *Controller) forgetReplacedService(key string, service *corev1.Service) {
+	c.uidMu.Lock()
+	prev, ok := c.syncedUID[key]
+	c.syncedUID[key] = service.UID
+	c.uidMu.Unlock()
+	if ok && prev != service.UID {
+		c.logger.Debug("service replaced; forgetting the slices tracked for the old one", "service", key, "old", prev, "new", service.UID)
+		c.triggerTimeTracker.DeleteService(service.Namespace, service.Name)
+		c.reconciler.DeleteService(service.Namespace, service.Name)
+		c.endpointSliceTracker.DeleteService(service.Namespace, service.Name)
+	}
+}
+
 // forgetService drops the trackers' state for a Service that is gone (or
 // gets no slices from us) and deletes the slices we manage for it.
 func (c *Controller) forgetService(ctx context.Context, namespace, name string) error {
+	c.uidMu.Lock()
+	delete(c.syncedUID, namespace+"/"+name)
+	c.uidMu.Unlock()
 	c.triggerTimeTracker.DeleteService(namespace, name)
 	c.reconciler.DeleteService(namespace, name)
 	c.endpointSliceTracker.DeleteService(namespace, name)
