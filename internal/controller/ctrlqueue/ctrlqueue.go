@@ -7,8 +7,10 @@ package ctrlqueue
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -86,4 +88,35 @@ func (w Worker) ProcessNext(ctx context.Context) bool {
 		w.Queue.AddRateLimited(key)
 	}
 	return true
+}
+
+// Incarnations remembers, per key, the UID of the object a controller last
+// synced, to tell when the object under a name was replaced: deleted and
+// created again, which an informer that re-lists in between delivers as a
+// single update. State a controller keeps by name (the EndpointSlice
+// tracker's expected writes) belongs to the old object and must go. The
+// zero value is ready to use.
+type Incarnations struct {
+	mu  sync.Mutex
+	uid map[string]types.UID
+}
+
+// Replaced records uid as key's and reports whether key was last synced
+// for a different UID.
+func (in *Incarnations) Replaced(key string, uid types.UID) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.uid == nil {
+		in.uid = map[string]types.UID{}
+	}
+	prev, ok := in.uid[key]
+	in.uid[key] = uid
+	return ok && prev != uid
+}
+
+// Forget drops key (its object is gone).
+func (in *Incarnations) Forget(key string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	delete(in.uid, key)
 }

@@ -124,3 +124,20 @@ func TestWorkerCacheBehindIsNotAFailure(t *testing.T) {
 		t.Fatalf("OnError retries %v, want [0]", errs)
 	}
 }
+
+func TestIncarnations(t *testing.T) {
+	var in Incarnations
+	if in.Replaced("ns/a", "u1") {
+		t.Fatal("first sync reported as a replacement")
+	}
+	if in.Replaced("ns/a", "u1") {
+		t.Fatal("same UID reported as a replacement")
+	}
+	if !in.Replaced("ns/a", "u2") {
+		t.Fatal("new UID not reported")
+	}
+	in.Forget("ns/a")
+	if in.Replaced("ns/a", "u3") {
+		t.Fatal("a key synced again after Forget reported as a replacement")
+	}
+}

@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -31,6 +30,7 @@ import (
 	"k8s.io/endpointslice/topologycache"
 	endpointsliceutil "k8s.io/endpointslice/util"
 
+	"github.com/svcnet/svcnet/internal/controller/ctrlqueue"
 	"github.com/svcnet/svcnet/internal/controller/endpointslice/selectorindex"
 )
 
@@ -96,10 +96,9 @@ type Controller struct {
 	endpointSliceTracker *endpointsliceutil.EndpointSliceTracker
 	triggerTimeTracker   *endpointsliceutil.TriggerTimeTracker
 	topologyCache        *topologycache.TopologyCache
-	// syncedUID is the UID of the Service each key was last synced for
-	// (guarded by uidMu); see forgetReplacedService.
-	uidMu     sync.Mutex
-	syncedUID map[string]types.UID
+	// services are the UIDs of the Services last synced; see
+	// forgetReplacedService.
+	services ctrlqueue.Incarnations
 
 	serviceQueue  workqueue.TypedRateLimitingInterface[string]
 	podQueue      workqueue.TypedRateLimitingInterface[*endpointsliceutil.PodProjectionKey]
@@ -155,7 +154,6 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 		),
 		staleBackoff:               workqueue.NewTypedItemExponentialFailureRateLimiter[string](staleBaseDelay, staleMaxDelay),
 		endpointSliceTracker:       endpointsliceutil.NewEndpointSliceTracker(),
-		syncedUID:                  map[string]types.UID{},
 		triggerTimeTracker:         endpointsliceutil.NewTriggerTimeTracker(),
 		topologyCache:              topologycache.NewTopologyCache(),
 		maxEndpointsPerSlice:       cfg.MaxEndpointsPerSlice,
@@ -357,12 +355,8 @@ func (c *Controller) syncService(ctx context.Context, key string) error {
 // would report the cache behind for that slice forever: the Service would
 // get no slices until the controller restarted.
 func (c *Controller) forgetReplacedService(key string, service *corev1.Service) {
-	c.uidMu.Lock()
-	prev, ok := c.syncedUID[key]
-	c.syncedUID[key] = service.UID
-	c.uidMu.Unlock()
-	if ok && prev != service.UID {
-		c.logger.Debug("service replaced; forgetting the slices tracked for the old one", "service", key, "old", prev, "new", service.UID)
+	if c.services.Replaced(key, service.UID) {
+		c.logger.Debug("service replaced; forgetting the slices tracked for the old one", "service", key, "uid", service.UID)
 		c.triggerTimeTracker.DeleteService(service.Namespace, service.Name)
 		c.reconciler.DeleteService(service.Namespace, service.Name)
 		c.endpointSliceTracker.DeleteService(service.Namespace, service.Name)
@@ -372,9 +366,7 @@ func (c *Controller) forgetReplacedService(key string, service *corev1.Service) 
 // forgetService drops the trackers' state for a Service that is gone (or
 // gets no slices from us) and deletes the slices we manage for it.
 func (c *Controller) forgetService(ctx context.Context, namespace, name string) error {
-	c.uidMu.Lock()
-	delete(c.syncedUID, namespace+"/"+name)
-	c.uidMu.Unlock()
+	c.services.Forget(namespace + "/" + name)
 	c.triggerTimeTracker.DeleteService(namespace, name)
 	c.reconciler.DeleteService(namespace, name)
 	c.endpointSliceTracker.DeleteService(namespace, name)

@@ -95,6 +95,8 @@ type Controller struct {
 	queue      workqueue.TypedRateLimitingInterface[string]
 	// cacheBehind paces retries while the slice cache lags our writes.
 	cacheBehind workqueue.TypedRateLimiter[string]
+	// services are the UIDs of the Services last mirrored for.
+	services ctrlqueue.Incarnations
 
 	endpointUpdatesBatchPeriod time.Duration
 	workerLoopPeriod           time.Duration
@@ -246,6 +248,12 @@ func (c *Controller) syncEndpoints(ctx context.Context, key string) error {
 		// The EndpointSlice controller owns the slices of selector Services.
 		return c.deleteMirroredSlices(ctx, namespace, name)
 	}
+	if c.services.Replaced(key, svc.UID) {
+		// Deleted and created again (see ctrlqueue.Incarnations): the
+		// API server deleted the old Service's slices, possibly before
+		// the informer saw them; the tracker must not wait for them.
+		c.tracker.DeleteService(namespace, name)
+	}
 	slices, err := c.mirroredSlices(namespace, name)
 	if err != nil {
 		return err
@@ -263,6 +271,7 @@ func (c *Controller) deleteMirroredSlices(ctx context.Context, namespace, name s
 		return err
 	}
 	c.tracker.DeleteService(namespace, name)
+	c.services.Forget(namespace + "/" + name)
 	return c.reconciler.deleteSlices(ctx, namespace, name, slices)
 }
 
@@ -317,7 +326,9 @@ func (c *Controller) onServiceAdd(obj interface{}) {
 func (c *Controller) onServiceUpdate(prevObj, obj interface{}) {
 	prev, ok1 := prevObj.(*corev1.Service)
 	svc, ok2 := obj.(*corev1.Service)
-	if ok1 && ok2 && (prev.Spec.Selector == nil) != (svc.Spec.Selector == nil) {
+	// A new UID is a replaced Service (deleted and created again, seen as
+	// one update after a re-list): its old slices went with it.
+	if ok1 && ok2 && ((prev.Spec.Selector == nil) != (svc.Spec.Selector == nil) || prev.UID != svc.UID) {
 		c.queueKey(obj)
 	}
 }
