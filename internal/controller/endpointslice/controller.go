@@ -53,10 +53,6 @@ const (
 	defaultSyncBackOff = time.Second
 	maxSyncBackOff     = 1000 * time.Second
 
-	// Stale-cache retries: see the package doc.
-	staleBaseDelay = 5 * time.Millisecond
-	staleMaxDelay  = time.Second
-
 	topologyQueueItemKey = "topologyQueueItemKey"
 
 	eventComponent = "endpoint-slice-controller"
@@ -103,7 +99,8 @@ type Controller struct {
 	serviceQueue  workqueue.TypedRateLimitingInterface[string]
 	podQueue      workqueue.TypedRateLimitingInterface[*endpointsliceutil.PodProjectionKey]
 	topologyQueue workqueue.TypedRateLimitingInterface[string]
-	staleBackoff  workqueue.TypedRateLimiter[string]
+	// staleBackoff paces stale-cache retries (see the package doc).
+	staleBackoff workqueue.TypedRateLimiter[string]
 
 	maxEndpointsPerSlice       int32
 	endpointUpdatesBatchPeriod time.Duration
@@ -152,7 +149,7 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "endpoint_slice_topology"},
 		),
-		staleBackoff:               workqueue.NewTypedItemExponentialFailureRateLimiter[string](staleBaseDelay, staleMaxDelay),
+		staleBackoff:               ctrlqueue.NewCacheBehindBackoff(),
 		endpointSliceTracker:       endpointsliceutil.NewEndpointSliceTracker(),
 		triggerTimeTracker:         endpointsliceutil.NewTriggerTimeTracker(),
 		topologyCache:              topologycache.NewTopologyCache(),
@@ -259,35 +256,14 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 }
 
 func (c *Controller) serviceWorker(ctx context.Context) {
-	for {
-		key, quit := c.serviceQueue.Get()
-		if quit {
-			return
-		}
-		err := c.syncService(ctx, key)
-		c.handleErr(key, err)
-		c.serviceQueue.Done(key)
-	}
-}
-
-func (c *Controller) handleErr(key string, err error) {
-	if err == nil {
-		c.serviceQueue.Forget(key)
-		c.staleBackoff.Forget(key)
-		return
-	}
-	if isStaleCache(err) {
-		c.logger.Debug("informer cache behind our writes, retrying", "service", key)
-		c.serviceQueue.AddAfter(key, c.staleBackoff.When(key))
-		return
-	}
-	if n := c.serviceQueue.NumRequeues(key); n < maxRetries {
-		c.logger.Info("error syncing endpoint slices, retrying", "service", key, "retries", n, "err", err)
-		c.serviceQueue.AddRateLimited(key)
-		return
-	}
-	c.logger.Error("retry budget exceeded, dropping service out of the queue", "service", key, "err", err)
-	c.serviceQueue.Forget(key)
+	ctrlqueue.Worker{Queue: c.serviceQueue, Sync: c.syncService, MaxRetries: maxRetries, CacheBehind: c.staleBackoff,
+		OnError: func(key string, err error, retries int, dropped bool) {
+			if dropped {
+				c.logger.Error("retry budget exceeded, dropping service out of the queue", "service", key, "err", err)
+			} else {
+				c.logger.Info("error syncing endpoint slices, retrying", "service", key, "retries", retries, "err", err)
+			}
+		}}.Run(ctx)
 }
 
 // syncService makes the managed slices of one Service match its pods.
@@ -634,6 +610,4 @@ func nodeReady(n *corev1.Node) bool {
 
 // errStaleCache reports that the informer has not yet seen the slices this
 // controller last wrote for a Service.
-var errStaleCache = errors.New("endpointslice: EndpointSlice informer cache is out of date")
-
-func isStaleCache(err error) bool { return errors.Is(err, errStaleCache) }
+var errStaleCache = fmt.Errorf("endpointslice: EndpointSlice informer cache is out of date: %w", ctrlqueue.ErrCacheBehind)

@@ -123,8 +123,8 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, c
 		logger:           logger.With("component", "endpointslicemirroring-controller"),
 		eventBroadcaster: broadcaster,
 		tracker:          endpointsliceutil.NewEndpointSliceTracker(),
+		cacheBehind:      ctrlqueue.NewCacheBehindBackoff(),
 		// Upstream's limiter: 1 s doubling to 100 s per key, 10 qps overall.
-		cacheBehind: ctrlqueue.NewCacheBehindBackoff(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedMaxOfRateLimiter(
 				workqueue.NewTypedItemExponentialFailureRateLimiter[string](defaultSyncBackOff, maxSyncBackOff),
