@@ -30,7 +30,9 @@
 //	dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @endpoint-slots :
 //	    ip daddr . meta l4proto . th dport map @endpoint-ports
 //
-// endpoint-slots maps "destination . proto . port . slot" to the endpoint
+// (pick-1 is one lookup instead: "dnat ip to ip daddr . meta l4proto . th
+// dport map @single-endpoint", whose value is the endpoint's "address .
+// port".) endpoint-slots maps "destination . proto . port . slot" to the endpoint
 // address of each slot 0…N-1, endpoint-ports the destination to the
 // endpoints' port. Each endpoint gets exactly 1/N of new connections. A
 // ClusterIP gets slots for the endpoints of its internal policy (all ready

@@ -21,6 +21,7 @@ type container uint8
 var containerNames = []string{
 	clusterIPsSet, nodePortIPsSet, hairpinSet, serviceIPsMap, serviceNodePortsMap,
 	noEndpointServicesMap, noEndpointNodePortsMap, firewallIPsMap, endpointSlotsMap, endpointPortsMap,
+	singleEndpointMap,
 }
 
 func (c container) String() string { return containerNames[c] }
@@ -119,6 +120,7 @@ func (s *elementStore) remove(w elemKey) {
 var mapContainers = map[string]bool{
 	serviceIPsMap: true, serviceNodePortsMap: true, noEndpointServicesMap: true,
 	noEndpointNodePortsMap: true, firewallIPsMap: true, endpointSlotsMap: true, endpointPortsMap: true,
+	singleEndpointMap: true,
 }
 
 func newElement(k elemKey, value string) *knftables.Element {

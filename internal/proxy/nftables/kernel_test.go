@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -152,6 +153,30 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 			}
 			if got := real.(*realInterface).batches - batches; got == 0 {
 				t.Errorf("no endpoint move went through the netlink element path")
+			}
+			// A ClusterIP whose endpoint count goes 1 → 2 → 1 → 3 moves
+			// between single-endpoint (pick-1) and the slot maps.
+			plainName := slices.Collect(maps.Keys(plain.Endpoints))[0]
+			base := netip.MustParseAddr("10.244.3.1")
+			if fam == v1.IPv6Protocol {
+				base = netip.MustParseAddr("fd44::3:1")
+			}
+			for _, n := range []int{1, 2, 1, 3} {
+				next := mergeStates(prev)
+				eps := make([]proxy.Endpoint, n)
+				for i := range eps {
+					eps[i] = ep(base.String(), 80, "node-b", "ready")
+					base = base.Next()
+				}
+				next.Endpoints[plainName] = eps
+				if err := kb.Sync(ctx, withChanged(prev, next)); err != nil {
+					t.Fatalf("%d endpoints: %v", n, err)
+				}
+				mustSync(t, fb, withChanged(prev, next))
+				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
+					t.Fatalf("%d endpoints: kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", n, got, want)
+				}
+				prev = next
 			}
 			// Cleanup removes everything.
 			if err := kb.Cleanup(ctx); err != nil {

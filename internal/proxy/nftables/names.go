@@ -42,6 +42,7 @@ const (
 	firewallIPsMap         = "firewall-ips"
 	endpointSlotsMap       = "endpoint-slots"
 	endpointPortsMap       = "endpoint-ports"
+	singleEndpointMap      = "single-endpoint"
 
 	// pickChainPrefix names the shared endpoint-choice chains pick-1,
 	// pick-2, …: one per endpoint count in use.

@@ -223,10 +223,15 @@ var keyLayouts = map[string][]part{
 	serviceNodePortsMap:    {pProto, pPort},
 	noEndpointNodePortsMap: {pProto, pPort},
 	endpointSlotsMap:       {pAddr, pProto, pPort, pSlot},
+	singleEndpointMap:      {pAddr, pProto, pPort},
 }
 
-// valueParts are the non-verdict map values.
-var valueParts = map[string]part{endpointSlotsMap: pAddr, endpointPortsMap: pPort}
+// valueLayouts are the non-verdict map values.
+var valueLayouts = map[string][]part{
+	endpointSlotsMap:  {pAddr},
+	endpointPortsMap:  {pPort},
+	singleEndpointMap: {pAddr, pPort},
+}
 
 // encodeElement turns one element as text ("10.96.0.10 . tcp . 80") into
 // its netlink form.
@@ -235,27 +240,16 @@ func encodeElement(w elemWant, ipv6 bool) (gnft.SetElement, error) {
 	if !ok {
 		return gnft.SetElement{}, fmt.Errorf("nftables: no netlink layout for %q", w.container)
 	}
-	words := strings.Split(w.key, " . ")
-	if len(words) != len(layout) {
-		return gnft.SetElement{}, fmt.Errorf("nftables: %s key %q: want %d parts", w.container, w.key, len(layout))
-	}
-	var key []byte
-	for i, p := range layout {
-		b, err := encodePart(p, words[i], ipv6)
-		if err != nil {
-			return gnft.SetElement{}, fmt.Errorf("nftables: %s key %q: %w", w.container, w.key, err)
-		}
-		if len(layout) > 1 {
-			b = pad4(b)
-		}
-		key = append(key, b...)
+	key, err := encodeConcat(layout, w.key, ipv6)
+	if err != nil {
+		return gnft.SetElement{}, fmt.Errorf("nftables: %s key %q: %w", w.container, w.key, err)
 	}
 	el := gnft.SetElement{Key: key}
 	if !mapContainers[w.container.String()] || w.value == "" {
 		return el, nil
 	}
-	if p, ok := valueParts[w.container.String()]; ok {
-		v, err := encodePart(p, w.value, ipv6)
+	if layout, ok := valueLayouts[w.container.String()]; ok {
+		v, err := encodeConcat(layout, w.value, ipv6)
 		if err != nil {
 			return gnft.SetElement{}, fmt.Errorf("nftables: %s value %q: %w", w.container, w.value, err)
 		}
@@ -276,6 +270,27 @@ func encodeElement(w elemWant, ipv6 bool) (gnft.SetElement, error) {
 		return gnft.SetElement{}, fmt.Errorf("nftables: %s: unsupported verdict %q", w.container, w.value)
 	}
 	return el, nil
+}
+
+// encodeConcat encodes "a . b . c" by layout; the parts of a
+// concatenation each take a multiple of 4 bytes.
+func encodeConcat(layout []part, s string, ipv6 bool) ([]byte, error) {
+	words := strings.Split(s, " . ")
+	if len(words) != len(layout) {
+		return nil, fmt.Errorf("want %d parts", len(layout))
+	}
+	var out []byte
+	for i, p := range layout {
+		b, err := encodePart(p, words[i], ipv6)
+		if err != nil {
+			return nil, err
+		}
+		if len(layout) > 1 {
+			b = pad4(b)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
 }
 
 func encodePart(p part, s string, ipv6 bool) ([]byte, error) {

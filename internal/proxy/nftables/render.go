@@ -181,6 +181,10 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 	// slots fills the slots of one frontend (destination address and port)
 	// with eps, for the pick-N chain that chooses among them.
 	slots := func(eps []proxy.Endpoint, targetPort uint16, addr, port string) {
+		if len(eps) == 1 {
+			elem(singleEndpointMap, eps[0].IP.String()+" . "+strconv.Itoa(int(targetPort)), addr, proto, port)
+			return
+		}
 		elem(endpointPortsMap, strconv.Itoa(int(targetPort)), addr, proto, port)
 		for i, ep := range eps {
 			elem(endpointSlotsMap, ep.IP.String(), addr, proto, port, strconv.Itoa(i))
@@ -197,7 +201,8 @@ func (b *Backend) render(sp *proxy.ServicePort, allEps []proxy.Endpoint) *svcPla
 			// The common case needs no chain of its own: the ClusterIP
 			// jumps to the shared pick-N chain, whose one rule DNATs to
 			// slot "numgen random mod N" of this ClusterIP in
-			// endpoint-slots, port from endpoint-ports. An endpoint
+			// endpoint-slots, port from endpoint-ports (pick-1: address
+			// and port from single-endpoint). An endpoint
 			// change is then a map-element change, which the kernel
 			// applies without re-validating the table's chains.
 			slots(internalEps, targetPort, clusterIP.String(), port)
@@ -376,9 +381,15 @@ func (b *Backend) dispatchRules(sp *proxy.ServicePort, eps []proxy.Endpoint, aff
 
 // pickRule is the one rule of chain pick-N: DNAT to the address in slot
 // "numgen random mod N" of the packet's destination in endpoint-slots and to
-// the destination's port in endpoint-ports.
+// the destination's port in endpoint-ports. pick-1 needs no choice: one
+// lookup in single-endpoint gives address and port. (A numgen-keyed map
+// cannot hold "address . port" values: nft 1.0.6 refuses a typeof value
+// with "th dport" in a rule, and "tcp dport" would make the rule TCP-only.)
 func (b *Backend) pickRule(n int) string {
 	key := b.ipX() + " daddr . meta l4proto . th dport"
+	if n == 1 {
+		return fmt.Sprintf("dnat %s to %s map @%s", b.ipX(), key, singleEndpointMap)
+	}
 	return fmt.Sprintf("dnat %s to %s . numgen random mod %d map @%s : %s map @%s",
 		b.ipX(), key, n, endpointSlotsMap, key, endpointPortsMap)
 }

@@ -108,6 +108,7 @@ func (b *Backend) setup(_ context.Context, tx *knftables.Transaction) error {
 		{noEndpointNodePortsMap, "inet_proto . inet_service : verdict", "nodeports without usable endpoints: reject or drop"},
 		{firewallIPsMap, addr + " . inet_proto . inet_service : verdict", "destinations subject to loadBalancerSourceRanges"},
 		{endpointPortsMap, addr + " . inet_proto . inet_service : inet_service", "endpoint port of each ClusterIP, for the pick-N chains"},
+		{singleEndpointMap, addr + " . inet_proto . inet_service : " + addr + " . inet_service", "endpoint address and port of each ClusterIP with one endpoint, for pick-1"},
 	}
 	for _, m := range maps {
 		mp := &knftables.Map{Name: m.name, Type: m.typ, Comment: knftables.PtrTo(m.comment)}
