@@ -58,7 +58,7 @@ const (
 	crVIP      = "10.96.200.1"
 	crGateway  = "169.254.1.1"
 	// crTputRounds bulk-stream rounds per target.
-	crTputRounds = 3
+	crTputRounds = 9
 	crNodeName   = "node-0"
 )
 

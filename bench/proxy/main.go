@@ -44,7 +44,7 @@
 //
 //	go run ./bench/proxy [-backend nftables,iptables,userspace] [-what sync,connrate]
 //	    [-services 1000,10000] [-endpoints 10] [-changes 50] [-modes kernel,fake]
-//	    [-connrate-services 10,10000,10] [-connrate-seconds 2] [-connrate-rounds 5] [-iptables-variant nft|legacy]
+//	    [-connrate-services 10,10000,10] [-connrate-seconds 1] [-connrate-rounds 15] [-iptables-variant nft|legacy]
 //
 // The iptables mode uses the variant DetectVariant picks inside the private
 // namespace (normally iptables-nft) unless -iptables-variant says.
@@ -111,8 +111,8 @@ func main() {
 		what         = flag.String("what", "sync,connrate", "what to measure: sync (sync costs, RSS) and/or connrate (connection rate and throughput; connrate.go)")
 		connRate     = flag.Bool("connrate", false, "shorthand for -what connrate")
 		crServices   = flag.String("connrate-services", "10,10000,10", "with connrate: service counts installed in turn, comma-separated")
-		crSeconds    = flag.Float64("connrate-seconds", 2, "with connrate: seconds per measurement round")
-		crRounds     = flag.Int("connrate-rounds", 5, "with connrate: rounds per target and installation (the median is reported)")
+		crSeconds    = flag.Float64("connrate-seconds", 1, "with connrate: seconds per measurement round")
+		crRounds     = flag.Int("connrate-rounds", 15, "with connrate: rounds per target and installation (the median is reported)")
 	)
 	flag.Parse()
 	if *connRate {
