@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svcnet/svcnet/internal/storage"
 )
@@ -319,20 +321,37 @@ func (s *Server) removeFromStorage(ctx context.Context, res *resource, obj runti
 }
 
 // serviceDependents returns the ops deleting a Service's Endpoints (same
-// name) and the EndpointSlices labelled kubernetes.io/service-name=<name>.
+// name, as the endpoints controller would) and the EndpointSlices the
+// endpointslice and mirroring controllers made for it, in the Service's own
+// delete transaction, so no client sees slices outlive their Service.
+//
+// Those slices are named by generateName "<service>-" (at most 58
+// characters before the random suffix), so one prefix scan finds them
+// whatever the number of slices in the namespace; a slice is taken when it
+// is labelled kubernetes.io/service-name=<service> and owned by the Service
+// or by the Endpoints deleted with it. Anything else — a hand-made slice
+// with the label but no owner, an owned slice named otherwise — is left as
+// kube-apiserver leaves it: to the garbage collector, through its owner
+// references.
 func (s *Server) serviceDependents(ctx context.Context, svc metav1.Object) ([]storage.Op, error) {
 	var ops []storage.Op
+	owners := []types.UID{svc.GetUID()}
 	if ep := s.byGR[corev1.Resource("endpoints")]; ep != nil {
 		kv, err := s.store.Get(ctx, ep.key(svc.GetNamespace(), svc.GetName()))
 		switch {
 		case err == nil:
 			ops = append(ops, storage.Delete(kv.Key, kv.ModRevision))
+			obj, err := s.decodeKV(ep, kv)
+			if err != nil {
+				return nil, err
+			}
+			owners = append(owners, objectMeta(obj).GetUID())
 		case !storage.IsNotFound(err):
 			return nil, err
 		}
 	}
 	if eps := s.byGR[discoveryv1.Resource("endpointslices")]; eps != nil {
-		kvs, _, err := s.store.List(ctx, eps.listPrefix(svc.GetNamespace()), 0)
+		kvs, _, err := s.store.List(ctx, eps.listPrefix(svc.GetNamespace())+sliceNamePrefix(svc.GetName()), 0)
 		if err != nil {
 			return nil, err
 		}
@@ -341,12 +360,27 @@ func (s *Server) serviceDependents(ctx context.Context, svc metav1.Object) ([]st
 			if err != nil {
 				return nil, err
 			}
-			if objectMeta(slice).GetLabels()[discoveryv1.LabelServiceName] == svc.GetName() {
+			m := objectMeta(slice)
+			if m.GetLabels()[discoveryv1.LabelServiceName] != svc.GetName() {
+				continue
+			}
+			if slices.ContainsFunc(m.GetOwnerReferences(), func(o metav1.OwnerReference) bool { return slices.Contains(owners, o.UID) }) {
 				ops = append(ops, storage.Delete(kvs[i].Key, kvs[i].ModRevision))
 			}
 		}
 	}
 	return ops, nil
+}
+
+// sliceNamePrefix is how the names of the EndpointSlices the controllers
+// make for Service name begin: generateName "<name>-", cut to the 58
+// characters the server keeps before its random suffix (generateName).
+func sliceNamePrefix(name string) string {
+	p := name + "-"
+	if len(p) > 58 {
+		p = p[:58]
+	}
+	return p
 }
 
 // handleDeleteCollection serves DELETE of a collection: every object that

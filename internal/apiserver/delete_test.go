@@ -130,36 +130,63 @@ func TestDeletePreconditionsAndDryRun(t *testing.T) {
 	}
 }
 
+// TestDeleteServiceRemovesEndpoints: a Service's delete takes its
+// Endpoints and the EndpointSlices the controllers made for it (named
+// "<service>-…", labelled with it, owned by the Service or by its
+// Endpoints); other slices are left to the garbage collector, as
+// kube-apiserver leaves them.
 func TestDeleteServiceRemovesEndpoints(t *testing.T) {
 	env := newTestEnv(t)
 	ctx := context.Background()
-	if _, err := env.cs.CoreV1().Services("default").Create(ctx, webService("web"), metav1.CreateOptions{}); err != nil {
+	svc, err := env.cs.CoreV1().Services("default").Create(ctx, webService("web"), metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.cs.CoreV1().Endpoints("default").Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
+	ep, err := env.cs.CoreV1().Endpoints("default").Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	byService := metav1.NewControllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))
+	byEndpoints := metav1.NewControllerRef(ep, corev1.SchemeGroupVersion.WithKind("Endpoints"))
+	stranger := metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: "web", UID: "not-this-one"}
 	slices := env.cs.DiscoveryV1().EndpointSlices("default")
-	for _, s := range []struct{ name, svc string }{{"web-abc", "web"}, {"other-abc", "other"}} {
+	for _, s := range []struct {
+		name, svc string
+		owner     *metav1.OwnerReference
+		gone      bool
+	}{
+		{"web-abc", "web", byService, true},          // the endpointslice controller's
+		{"web-mirror", "web", byEndpoints, true},     // the mirroring controller's
+		{"web-handmade", "web", nil, false},          // labelled, no owner: upstream keeps it too
+		{"web-stale", "web", &stranger, false},       // owned by an earlier Service of that name: the GC's
+		{"web-api-abc", "web-api", byService, false}, // same name prefix, another service's label
+		{"other-abc", "other", nil, false},
+	} {
 		es := &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Name: s.name, Labels: map[string]string{discoveryv1.LabelServiceName: s.svc}},
 			AddressType: discoveryv1.AddressTypeIPv4,
 		}
+		if s.owner != nil {
+			es.OwnerReferences = []metav1.OwnerReference{*s.owner}
+		}
 		if _, err := slices.Create(ctx, es, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		defer func() {
+			_, err := slices.Get(ctx, s.name, metav1.GetOptions{})
+			switch {
+			case s.gone && !apierrors.IsNotFound(err):
+				t.Errorf("endpointslice %s after the service's delete: %v, want NotFound", s.name, err)
+			case !s.gone && err != nil:
+				t.Errorf("endpointslice %s was deleted with service web: %v", s.name, err)
+			}
+		}()
 	}
 	if err := env.cs.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := env.cs.CoreV1().Endpoints("default").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("endpoints after service delete: %v", err)
-	}
-	if _, err := slices.Get(ctx, "web-abc", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("endpointslice after service delete: %v", err)
-	}
-	if _, err := slices.Get(ctx, "other-abc", metav1.GetOptions{}); err != nil {
-		t.Errorf("another service's endpointslice was deleted: %v", err)
 	}
 }
 
