@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -103,18 +104,23 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 				}
 			}
 			states = append(states, mergeStates(states...), proxy.NewState(testNode))
-			r := rand.New(rand.NewPCG(7, 0))
+			// step syncs both backends from prev to next and requires the
+			// kernel to hold what the Fake holds.
 			prev := proxy.NewState(testNode)
-			for step, idx := range append(r.Perm(len(states)), r.Perm(len(states))...) {
-				next := withChanged(prev, states[idx])
-				if err := kb.Sync(ctx, next); err != nil {
-					t.Fatalf("step %d (state %d): kernel rejected sync: %v", step, idx, err)
+			step := func(next *proxy.State, what string) {
+				t.Helper()
+				if err := kb.Sync(ctx, withChanged(prev, next)); err != nil {
+					t.Fatalf("%s: kernel rejected sync: %v", what, err)
 				}
-				mustSync(t, fb, next)
+				mustSync(t, fb, withChanged(prev, next))
 				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
-					t.Fatalf("step %d (state %d): kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", step, idx, got, want)
+					t.Fatalf("%s: kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", what, got, want)
 				}
-				prev = states[idx]
+				prev = next
+			}
+			r := rand.New(rand.NewPCG(7, 0))
+			for i, idx := range append(r.Perm(len(states)), r.Perm(len(states))...) {
+				step(states[idx], fmt.Sprintf("step %d (state %d)", i, idx))
 			}
 			// Endpoint moves that keep each ClusterIP's endpoint count are
 			// element-only changes, sent over netlink without nft: the
@@ -124,11 +130,7 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 				[]proxy.Endpoint{ep("10.244.1.77", 80, "node-b", "ready"), ep("fd44::77", 80, "node-b", "ready"), ep("fd44::78", 80, "node-c", "ready")},
 			})
 			all := mergeStates(append(states, plain)...)
-			mustSync(t, fb, withChanged(prev, all))
-			if err := kb.Sync(ctx, withChanged(prev, all)); err != nil {
-				t.Fatal(err)
-			}
-			prev = all
+			step(all, "all states")
 			batches := real.(*realInterface).batches
 			names := slices.SortedFunc(maps.Keys(all.Endpoints), func(a, b proxy.ServicePortName) int {
 				return strings.Compare(a.String(), b.String())
@@ -142,14 +144,7 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 					}
 				}
 				next.Endpoints[n] = moved
-				if err := kb.Sync(ctx, withChanged(prev, next)); err != nil {
-					t.Fatalf("moving %s: %v", n, err)
-				}
-				mustSync(t, fb, withChanged(prev, next))
-				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
-					t.Fatalf("moving %s: kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", n, got, want)
-				}
-				prev = next
+				step(next, "moving "+n.String())
 			}
 			if got := real.(*realInterface).batches - batches; got == 0 {
 				t.Errorf("no endpoint move went through the netlink element path")
@@ -169,14 +164,7 @@ func TestKernelAcceptsSyncs(t *testing.T) {
 					base = base.Next()
 				}
 				next.Endpoints[plainName] = eps
-				if err := kb.Sync(ctx, withChanged(prev, next)); err != nil {
-					t.Fatalf("%d endpoints: %v", n, err)
-				}
-				mustSync(t, fb, withChanged(prev, next))
-				if got, want := snapshotObjects(t, real), snapshotObjects(t, fake); got != want {
-					t.Fatalf("%d endpoints: kernel differs from fake\n--- kernel ---\n%s\n--- fake ---\n%s", n, got, want)
-				}
-				prev = next
+				step(next, fmt.Sprintf("%d endpoints", n))
 			}
 			// Cleanup removes everything.
 			if err := kb.Cleanup(ctx); err != nil {
