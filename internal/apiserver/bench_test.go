@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 
@@ -74,6 +75,50 @@ func BenchmarkCreate(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := env.cs.CoreV1().Services("default").Create(ctx, webService(fmt.Sprint("b", i)), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDeleteServiceAmongSlices measures a Service delete (with its
+// Endpoints and its one EndpointSlice, in the same transaction) in a
+// namespace that holds 5,000 other Services' slices: the cascade must find
+// the Service's slices without reading the others.
+func BenchmarkDeleteServiceAmongSlices(b *testing.B) {
+	env := newTestEnv(b)
+	ctx := context.Background()
+	slices := env.cs.DiscoveryV1().EndpointSlices("default")
+	newSlice := func(svc string, owner *corev1.Service) *discoveryv1.EndpointSlice {
+		s := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{
+				GenerateName: svc + "-",
+				Labels:       map[string]string{discoveryv1.LabelServiceName: svc},
+			},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.1"}}},
+		}
+		if owner != nil {
+			s.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, corev1.SchemeGroupVersion.WithKind("Service"))}
+		}
+		return s
+	}
+	for i := range 5000 {
+		if _, err := slices.Create(ctx, newSlice(fmt.Sprintf("other-%05d", i), nil), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		svc, err := env.cs.CoreV1().Services("default").Create(ctx, webService(fmt.Sprint("d", i)), metav1.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := slices.Create(ctx, newSlice(svc.Name, svc), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := env.cs.CoreV1().Services("default").Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
