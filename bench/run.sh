@@ -9,7 +9,7 @@
 # Areas:
 #   apiserver    creates/s vs raw etcd puts, LIST 10k, watch latency, RSS (issue 2)
 #   controllers  pod Ready → EndpointSlice latency, cold-start convergence (issue 3)
-#   proxy        per mode (nftables, iptables, userspace): cold sync 1k/10k, one-service change, RSS, conn rate and throughput via ClusterIP vs direct, non-service conn rate at 10 vs 10k Services (issues 5, 7; root, inside unshare --net)
+#   proxy        per mode (nftables, iptables, userspace): cold sync 1k/10k, one-service change, RSS, conn rate and throughput via ClusterIP vs direct, non-service conn rate at 10 vs 10k Services, and bare-nat (one DNAT rule: the kernel NAT floor) (issues 5, 7; root, inside unshare --net)
 #   dns          QPS and latency with dnsperf at 10k Services, RSS (issue 6)
 #   ipvs         ipvs vs nftables cold sync (1k) and one-service change, inside the qemu VM of hack/ipvs-vm.sh (issue 9)
 #   agent        100 pods on one node: create → Running+Ready p50/p99, agent + pod RSS (issue 4; root, inside unshare --net)

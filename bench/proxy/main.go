@@ -29,9 +29,10 @@
 // connections per second to a non-service address (direct) and through a
 // ClusterIP with 10, 10k and again 10 services installed, and the
 // throughput of one bulk stream direct and through a ClusterIP.
-// `-backend bare-nat -what connrate` measures the same rows with only one
-// DNAT rule installed (barenat.go): the cost of in-kernel NAT itself, the
-// floor under every kernel mode's ClusterIP/direct ratio.
+// The last table, bare-nat, measures the same rows (at the first count of
+// -connrate-services only) with one DNAT rule installed and nothing else
+// (barenat.go): the cost of in-kernel NAT itself, the floor under every
+// kernel mode's ClusterIP/direct ratio.
 //
 // Goals: nftables 10k cold sync ≤ 2 s, one change p99 ≤ 20 ms, RSS ≤
 // 150 MB (issue 5); iptables and nftables ClusterIP ≥ 95% of direct (rate
@@ -40,9 +41,9 @@
 // Figures without a goal show "—". It is a report: missed goals print
 // MISS and the exit status stays 0; it is non-zero only when a measurement
 // could not run. Run as root (`make bench` runs it with the defaults;
-// about 6-8 minutes, mostly the iptables mode's 10k-service restores):
+// about 7-9 minutes, mostly the iptables mode's 10k-service restores):
 //
-//	go run ./bench/proxy [-backend nftables,iptables,userspace] [-what sync,connrate]
+//	go run ./bench/proxy [-backend nftables,iptables,userspace,bare-nat] [-what sync,connrate]
 //	    [-services 1000,10000] [-endpoints 10] [-changes 50] [-modes kernel,fake]
 //	    [-connrate-services 10,10000,10] [-connrate-seconds 1] [-connrate-rounds 15] [-iptables-variant nft|legacy]
 //
@@ -106,7 +107,7 @@ func main() {
 		modes        = flag.String("modes", "kernel", "sync measurements: kernel (real nft/iptables in a private netns; root only) and/or fake (the backend's fake: pure Go cost)")
 		fakeMax      = flag.Int("fake-max", 2000, "largest service count for the fake (knftables.Fake is quadratic; 10k takes many minutes)")
 		child        = flag.String("child", "", "internal: run one mode:services measurement and print JSON")
-		backendFlag  = flag.String("backend", "nftables,iptables,userspace", "proxy backends (modes) to measure, comma-separated; bare-nat (connrate only) is a one-DNAT-rule reference: the cost of in-kernel NAT itself")
+		backendFlag  = flag.String("backend", "nftables,iptables,userspace,bare-nat", "proxy backends (modes) to measure, comma-separated; bare-nat (connrate only, first -connrate-services count only) is a one-DNAT-rule reference: the cost of in-kernel NAT itself")
 		variantFlag  = flag.String("iptables-variant", "", "with -backend iptables: nft or legacy (default: iptables.DetectVariant)")
 		what         = flag.String("what", "sync,connrate", "what to measure: sync (sync costs, RSS) and/or connrate (connection rate and throughput; connrate.go)")
 		connRate     = flag.Bool("connrate", false, "shorthand for -what connrate")
@@ -151,7 +152,7 @@ func main() {
 	for _, backend := range strings.Split(*backendFlag, ",") {
 		backend = strings.TrimSpace(backend)
 		var results []result
-		if doSync {
+		if doSync && backend != "bare-nat" {
 			for _, mode := range strings.Split(*modes, ",") {
 				for _, n := range scales {
 					if mode == "fake" && n > *fakeMax {
@@ -168,7 +169,12 @@ func main() {
 		var cr *connRateResult
 		if doConn {
 			fmt.Fprintf(os.Stderr, "bench/proxy: %s connection rate and throughput ...\n", backend)
-			r, err := runConnRateParent(backend, *variantFlag, *crServices, *crSeconds, *crRounds)
+			svcs := *crServices
+			if backend == "bare-nat" {
+				// It programs no filler services: one count says all.
+				svcs, _, _ = strings.Cut(svcs, ",")
+			}
+			r, err := runConnRateParent(backend, *variantFlag, svcs, *crSeconds, *crRounds)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "bench/proxy: %s connection rate: %v\n", backend, err)
 				failed = true
