@@ -185,12 +185,19 @@ func (s *Server) checkNamespaceForCreate(ctx context.Context, res *resource, ns,
 
 // generateName appends 5 random characters to base, as kube-apiserver does.
 func generateName(base string) string {
-	const maxNameLength, randomLength = 63, 5
-	if len(base) > maxNameLength-randomLength {
-		base = base[:maxNameLength-randomLength]
+	if len(base) > maxGenerateNameBase {
+		base = base[:maxGenerateNameBase]
 	}
-	return base + rand.String(randomLength)
+	return base + rand.String(generatedSuffixLength)
 }
+
+// generatedSuffixLength is the random part generateName appends, and
+// maxGenerateNameBase how much of generateName it keeps before it, so the
+// name stays within 63 characters (upstream's SimpleNameGenerator).
+const (
+	generatedSuffixLength = 5
+	maxGenerateNameBase   = 63 - generatedSuffixLength
+)
 
 // now is the creation/deletion timestamp, at the second precision it is
 // stored and served with.

@@ -325,8 +325,8 @@ func (s *Server) removeFromStorage(ctx context.Context, res *resource, obj runti
 // endpointslice and mirroring controllers made for it, in the Service's own
 // delete transaction, so no client sees slices outlive their Service.
 //
-// Those slices are named by generateName "<service>-" (at most 58
-// characters before the random suffix), so one prefix scan finds them
+// Those slices are named by generateName "<service>-" (at most
+// maxGenerateNameBase characters before the random suffix), so one prefix scan finds them
 // whatever the number of slices in the namespace; a slice is taken when it
 // is labelled kubernetes.io/service-name=<service> and owned by the Service
 // or by the Endpoints deleted with it. Anything else — a hand-made slice
@@ -373,12 +373,12 @@ func (s *Server) serviceDependents(ctx context.Context, svc metav1.Object) ([]st
 }
 
 // sliceNamePrefix is how the names of the EndpointSlices the controllers
-// make for Service name begin: generateName "<name>-", cut to the 58
-// characters the server keeps before its random suffix (generateName).
+// make for Service name begin: generateName "<name>-", cut as generateName
+// cuts it.
 func sliceNamePrefix(name string) string {
 	p := name + "-"
-	if len(p) > 58 {
-		p = p[:58]
+	if len(p) > maxGenerateNameBase {
+		p = p[:maxGenerateNameBase]
 	}
 	return p
 }
