@@ -30,6 +30,7 @@ func (f *serverFlags) add(fs *pflag.FlagSet) {
 	fs.IntVar(&c.SecurePort, "secure-port", server.DefaultSecurePort, "port to serve HTTPS on")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "IP address other nodes reach the API server at (default: the bind address, or the host's default interface address)")
 	fs.StringSliceVar(&c.TLSSANs, "tls-san", nil, "extra DNS names or IPs for the serving certificate (repeatable)")
+	fs.BoolVar(&c.Profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ (admin only)")
 	fs.StringSliceVar(&c.EtcdServers, "etcd-servers", nil, "etcd client URLs of an external cluster (empty: run an embedded etcd in <data-dir>/etcd)")
 	fs.StringVar(&c.EtcdCAFile, "etcd-cafile", "", "CA bundle to verify the external etcd's serving certificates")
 	fs.StringVar(&c.EtcdCertFile, "etcd-certfile", "", "client certificate for the external etcd")

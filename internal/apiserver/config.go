@@ -35,6 +35,11 @@ type Config struct {
 	// Ready, when non-nil, is consulted by /readyz (nil error = ready).
 	Ready func() error
 
+	// Profiling serves Go's profiles under /debug/pprof/ (kube-apiserver's
+	// --profiling). Only authorized users reach them: with the node
+	// authorizer, the admin (system:masters).
+	Profiling bool
+
 	// KubeletClientCert is the client certificate presented to node agents
 	// when pods/log and pods/exec are proxied to them (kube-apiserver's
 	// --kubelet-client-certificate and --kubelet-client-key). Without it

@@ -366,6 +366,8 @@ func (s *Server) serveNonResource(rq *request) {
 			return
 		}
 		s.cfg.OpenAPI.ServeHTTP(rq.w, rq.r)
+	case s.cfg.Profiling && (p == "/debug/pprof" || strings.HasPrefix(p, "/debug/pprof/")):
+		servePprof(rq.w, rq.r)
 	case isDiscoveryPath(p):
 		if s.cfg.Discovery == nil {
 			rq.writeError(notFoundError())

@@ -56,6 +56,9 @@ type Config struct {
 	AdvertiseAddress string
 	// TLSSANs are extra names or IPs for the serving certificate.
 	TLSSANs []string
+	// Profiling serves Go's profiles at /debug/pprof/ to the admin
+	// (kube-apiserver's --profiling; the flag defaults to true).
+	Profiling bool
 
 	// EtcdServers are the client URLs of an external etcd cluster. Empty
 	// starts an embedded single-member etcd in <data-dir>/etcd.

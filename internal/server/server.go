@@ -212,6 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OpenAPI:    openapiHandler,
 		Discovery:  discovery.NewHandler(all),
 		Version:    r.Version,
+		Profiling:  r.Profiling,
 		// pods/log and pods/exec reach the node agents with kubeadm's
 		// apiserver-kubelet-client certificate.
 		KubeletClientCert: &pki.KubeletClient,

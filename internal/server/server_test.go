@@ -82,9 +82,28 @@ func adminClient(t *testing.T, info Info) kubernetes.Interface {
 	return c
 }
 
+// getPath GETs a non-resource path of the server at url with kubeconfig's
+// credentials and returns the HTTP status. (The node kubeconfig names the
+// advertise address, which tests never dial.)
+func getPath(t *testing.T, url, kubeconfig, path string) int {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags(url, kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	c.Discovery().RESTClient().Get().AbsPath(path).Do(context.Background()).StatusCode(&code)
+	return code
+}
+
 func TestRunServesBootstrapsAndRestarts(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
+	cfg.Profiling = true
 	info, stop := runServer(t, cfg)
 	ctx := context.Background()
 
@@ -140,6 +159,14 @@ func TestRunServesBootstrapsAndRestarts(t *testing.T) {
 		t.Errorf("node kubeconfig user does not carry the node token")
 	}
 
+	// --profiling: the admin gets Go's profiles, a node credential does not.
+	if code := getPath(t, info.URL, info.AdminKubeconfig, "/debug/pprof/cmdline"); code != 200 {
+		t.Errorf("admin GET /debug/pprof/cmdline = %d, want 200", code)
+	}
+	if code := getPath(t, info.URL, info.NodeKubeconfig, "/debug/pprof/heap"); code != 403 {
+		t.Errorf("node GET /debug/pprof/heap = %d, want 403", code)
+	}
+
 	caBefore, _ := os.ReadFile(filepath.Join(dir, "pki/ca.crt"))
 	if err := stop(); err != nil {
 		t.Fatalf("Run after cancel = %v, want nil", err)
@@ -148,7 +175,11 @@ func TestRunServesBootstrapsAndRestarts(t *testing.T) {
 	// Same data dir again: the embedded etcd's lock and ports were released,
 	// the CA is kept and the data is there.
 	cfg.Logger = testLogger(t)
+	cfg.Profiling = false
 	info, _ = runServer(t, cfg)
+	if code := getPath(t, info.URL, info.AdminKubeconfig, "/debug/pprof/cmdline"); code != 404 {
+		t.Errorf("GET /debug/pprof/cmdline without --profiling = %d, want 404", code)
+	}
 	caAfter, _ := os.ReadFile(filepath.Join(dir, "pki/ca.crt"))
 	if !bytes.Equal(caBefore, caAfter) {
 		t.Error("CA changed across restarts")
