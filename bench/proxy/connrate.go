@@ -282,7 +282,8 @@ func crBackend(ctx context.Context, backend, variant string) (proxy.Backend, str
 				return nil, "", err
 			}
 		}
-		b, err := iptables.New(iptables.Config{NodeName: crNodeName, ClusterCIDRs: cidrs, ServiceCIDRs: scidrs, Logger: logger},
+		b, err := iptables.New(iptables.Config{NodeName: crNodeName, ClusterCIDRs: cidrs, ServiceCIDRs: scidrs, Logger: logger,
+			MaxChainsPerRestore: iptables.ChainsPerRestore(v)},
 			iptables.NewExec(v1.IPv4Protocol, v))
 		return b, "iptables (" + string(v) + ")", err
 	case "userspace":

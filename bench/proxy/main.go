@@ -313,6 +313,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		b, elements = nb, func() int { _, e := nb.Counts(); return e }
 	case "iptables":
 		var ipt iptables.Interface = iptables.NewFake()
+		chainsPerRestore := 0
 		if mode == "kernel" {
 			v := iptables.Variant(variant)
 			if v == "" {
@@ -322,15 +323,17 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 				}
 			}
 			ipt = iptables.NewExec(v1.IPv4Protocol, v)
+			chainsPerRestore = iptables.ChainsPerRestore(v)
 			if out, err := exec.Command("iptables-"+string(v)+"-restore", "--version").CombinedOutput(); err == nil {
 				r.NftVersion = strings.TrimSpace(string(out))
 			}
 		}
 		ib, err := iptables.New(iptables.Config{
-			NodeName:     "node-0",
-			ClusterCIDRs: mustPrefixes("10.128.0.0/9"),
-			ServiceCIDRs: mustPrefixes("10.96.0.0/12"),
-			Logger:       logger,
+			NodeName:            "node-0",
+			ClusterCIDRs:        mustPrefixes("10.128.0.0/9"),
+			ServiceCIDRs:        mustPrefixes("10.96.0.0/12"),
+			Logger:              logger,
+			MaxChainsPerRestore: chainsPerRestore,
 		}, ipt)
 		if err != nil {
 			return fail(err)

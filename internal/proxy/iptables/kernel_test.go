@@ -17,8 +17,9 @@ import (
 )
 
 // kernelBackend returns a backend writing into the sandbox's own namespace
-// with the binaries of variant v.
-func kernelBackend(t *testing.T, fam v1.IPFamily, v iptables.Variant) (*iptables.Backend, *iptables.Exec) {
+// with the binaries of variant v, splitting syncs as NewSystem does for v
+// unless mods change the config.
+func kernelBackend(t *testing.T, fam v1.IPFamily, v iptables.Variant, mods ...func(*iptables.Config)) (*iptables.Backend, *iptables.Exec) {
 	t.Helper()
 	proxytest.RequireSandbox(t, "iptables-"+string(v)+"-restore")
 	mapP := func(p netip.Prefix) netip.Prefix { return p }
@@ -27,13 +28,18 @@ func kernelBackend(t *testing.T, fam v1.IPFamily, v iptables.Variant) (*iptables
 		mapP, nodeIPs = proxytest.IPv6Prefix, proxytest.NodeIPsIPv6()
 	}
 	ex := iptables.NewExec(fam, v)
-	b, err := iptables.New(iptables.Config{
-		Family:       fam,
-		NodeName:     proxytest.NodeName,
-		NodeIPs:      nodeIPs,
-		ClusterCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ClusterCIDR))},
-		ServiceCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ServiceCIDR))},
-	}, ex)
+	cfg := iptables.Config{
+		Family:              fam,
+		NodeName:            proxytest.NodeName,
+		NodeIPs:             nodeIPs,
+		ClusterCIDRs:        []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ClusterCIDR))},
+		ServiceCIDRs:        []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ServiceCIDR))},
+		MaxChainsPerRestore: iptables.ChainsPerRestore(v),
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	b, err := iptables.New(cfg, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,9 +141,24 @@ func TestDetectVariant(t *testing.T) {
 // what the Fake and the tracer take them to mean.
 func TestKernelMatchesFake(t *testing.T) {
 	ctx := context.Background()
-	for _, v := range []iptables.Variant{iptables.VariantNFT, iptables.VariantLegacy} {
-		t.Run(string(v), func(t *testing.T) {
-			kb, ex := kernelBackend(t, v1.IPv4Protocol, v)
+	for _, c := range []struct {
+		name  string
+		v     iptables.Variant
+		limit int // MaxChainsPerRestore; 0: ChainsPerRestore(v)
+	}{
+		{"nft", iptables.VariantNFT, 0},
+		{"legacy", iptables.VariantLegacy, 0},
+		// Every sync and the cleanup in many small runs (TestSyncInRuns
+		// with the real binaries).
+		{"nft-in-runs", iptables.VariantNFT, 25},
+	} {
+		v := c.v
+		t.Run(c.name, func(t *testing.T) {
+			kb, ex := kernelBackend(t, v1.IPv4Protocol, v, func(cfg *iptables.Config) {
+				if c.limit > 0 {
+					cfg.MaxChainsPerRestore = c.limit
+				}
+			})
 			fb, fake := newFlowBackend(t, v1.IPv4Protocol)
 			st := scaleState(300)
 			for _, b := range []*iptables.Backend{kb, fb} {

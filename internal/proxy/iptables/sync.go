@@ -21,6 +21,14 @@ type payload struct {
 	// pre are commands run right after the chain lines (jump inserts and
 	// deletes in built-in chains).
 	pre map[string][]string
+
+	// How the written chains may be split over several runs (split):
+	// leaves are chains that jump to no chain of ours (the fixed chains,
+	// table → chains), groups are the nat chains of one service each
+	// (they jump only to each other and to leaves). Everything else in
+	// write (the roots and their KUBE-DST trees) jumps to service chains.
+	leaves map[string][]string
+	groups [][]string
 }
 
 func newPayload() *payload {
@@ -29,6 +37,142 @@ func newPayload() *payload {
 		del:   map[string][]string{},
 		pre:   map[string][]string{},
 	}
+}
+
+// writeGroup writes one service's nat chains as a group.
+func (p *payload) writeGroup(chains []chainPlan) {
+	if len(chains) == 0 {
+		return
+	}
+	g := make([]string, len(chains))
+	for i, c := range chains {
+		p.write[tableNAT][c.name] = c.rules
+		g[i] = c.name
+	}
+	p.groups = append(p.groups, g)
+}
+
+// chains counts the chains p writes.
+func (p *payload) chains() int {
+	n := 0
+	for _, w := range p.write {
+		n += len(w)
+	}
+	return n
+}
+
+// split cuts p into payloads that, applied in order, leave the tables as
+// p does, with at most max chains per payload (more when one service's
+// chains alone are more):
+//
+//  1. the leaves, with the first service groups;
+//  2. the service groups, a service's chains always in one payload;
+//  3. the other chains (the roots and their KUBE-DST trees), each after
+//     the chains it jumps to (targetsFirst), and the jump inserts;
+//  4. the deletions (splitDeletes).
+//
+// Each payload jumps only to chains it writes or that exist already, every
+// chain is written in its final form, and nothing is deleted before the
+// writes are done, so between two runs the rules are a mix of old and new
+// chains that is itself consistent: a service is either wholly old or
+// wholly new.
+func (p *payload) split(max int) []*payload {
+	var runs []*payload
+	cur, n := newPayload(), 0
+	add := func(t string, names []string) {
+		if n > 0 && n+len(names) > max {
+			runs = append(runs, cur)
+			cur, n = newPayload(), 0
+		}
+		for _, c := range names {
+			cur.write[t][c] = p.write[t][c]
+		}
+		n += len(names)
+	}
+	for _, t := range []string{tableFilter, tableNAT} {
+		add(t, p.leaves[t])
+	}
+	grouped := map[string]bool{}
+	for _, g := range p.groups {
+		add(tableNAT, g)
+		for _, c := range g {
+			grouped[c] = true
+		}
+	}
+	for _, t := range []string{tableFilter, tableNAT} {
+		var others []string
+		for c := range p.write[t] {
+			if !grouped[c] && !slices.Contains(p.leaves[t], c) {
+				others = append(others, c)
+			}
+		}
+		slices.Sort(others)
+		for _, c := range targetsFirst(others, p.write[t]) {
+			add(t, []string{c})
+		}
+	}
+	cur.pre = p.pre
+	runs = append(runs, cur)
+	return append(runs, p.splitDeletes(max)...)
+}
+
+// splitDeletes returns payloads that delete p.del: one when there are at
+// most max chains, else runs that flush them, max at a time, then runs that
+// delete them (a chain can only be deleted once nothing jumps to it; after
+// the flushes, none of them jumps anywhere).
+func (p *payload) splitDeletes(max int) []*payload {
+	total := 0
+	for _, d := range p.del {
+		total += len(d)
+	}
+	if total == 0 {
+		return nil
+	}
+	if total <= max {
+		d := newPayload()
+		d.del = p.del
+		return []*payload{d}
+	}
+	var flushes, deletes []*payload
+	for _, t := range []string{tableFilter, tableNAT} {
+		for chunk := range slices.Chunk(slices.Sorted(slices.Values(p.del[t])), max) {
+			f, d := newPayload(), newPayload()
+			for _, c := range chunk {
+				f.write[t][c] = nil // a chain line with no rules flushes it
+			}
+			d.del[t] = chunk
+			flushes, deletes = append(flushes, f), append(deletes, d)
+		}
+	}
+	return append(flushes, deletes...)
+}
+
+// targetsFirst orders chains so that every chain comes after the chains
+// among them it jumps to (rules: chain → rules). Jumps never form a loop.
+func targetsFirst(chains []string, rules map[string][]string) []string {
+	in := map[string]bool{}
+	for _, c := range chains {
+		in[c] = true
+	}
+	seen := map[string]bool{}
+	var order []string
+	var visit func(c string)
+	visit = func(c string) {
+		if seen[c] {
+			return
+		}
+		seen[c] = true
+		for _, r := range rules[c] {
+			if t := ruleTarget(r); in[t] {
+				visit(t)
+			}
+		}
+		order = append(order, c)
+	}
+	for _, c := range chains {
+		visit(c)
+	}
+	return order
 }
 
 func (p *payload) empty() bool {
@@ -113,7 +257,6 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	}
 
 	pl := newPayload()
-	nat := pl.write[tableNAT]
 	dirty := make([]bool, len(roots))
 	var udpStale []conntrack.Stale
 	for _, n := range cands {
@@ -136,9 +279,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 		}
 		if full {
 			if plan != nil {
-				for _, c := range plan.chains {
-					nat[c.name] = c.rules
-				}
+				pl.writeGroup(plan.chains)
 			}
 			continue
 		}
@@ -149,11 +290,13 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			dirty[i] = dirty[i] || rootChanged(r, prev, plan)
 		}
 		if plan != nil {
+			var changed []chainPlan
 			for _, c := range plan.chains {
 				if pc := prev.chain(c.name); pc == nil || !slices.Equal(pc.rules, c.rules) {
-					nat[c.name] = c.rules
+					changed = append(changed, c)
 				}
 			}
+			pl.writeGroup(changed)
 		}
 		if prev != nil {
 			for _, c := range prev.chains {
@@ -178,9 +321,11 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	if full {
 		rootChains = make([]map[string][]string, len(roots))
 		b.fixedRules = 0
+		pl.leaves = map[string][]string{}
 		for t, chains := range b.fixedChains() {
 			for c, rules := range chains {
 				pl.write[t][c] = rules
+				pl.leaves[t] = append(pl.leaves[t], c)
 				b.fixedRules += len(rules)
 			}
 		}
@@ -212,10 +357,8 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			return err
 		}
 	}
-	if !pl.empty() {
-		if err := b.ipt.Restore(ctx, pl.bytes()); err != nil {
-			return fmt.Errorf("iptables: sync: %w", err)
-		}
+	if err := b.restore(ctx, pl); err != nil {
+		return fmt.Errorf("iptables: sync: %w", err)
 	}
 	b.rootChains = rootChains
 
@@ -226,6 +369,30 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 			b.log.Error("clearing stale UDP conntrack entries", "err", err)
 		} else if n > 0 {
 			b.log.Debug("cleared stale UDP conntrack entries", "flows", n)
+		}
+	}
+	return nil
+}
+
+// restore applies pl: in one iptables-restore run, or, when it writes
+// more than Config.MaxChainsPerRestore chains, in several (see
+// payload.split and MaxChainsPerRestore). A failed run leaves the earlier
+// runs applied; the caller's next sync is a full one.
+func (b *Backend) restore(ctx context.Context, pl *payload) error {
+	if pl.empty() {
+		return nil
+	}
+	limit := b.cfg.MaxChainsPerRestore
+	if limit <= 0 || pl.chains() <= limit {
+		return b.ipt.Restore(ctx, pl.bytes())
+	}
+	runs := pl.split(limit)
+	for i, r := range runs {
+		if r.empty() {
+			continue
+		}
+		if err := b.ipt.Restore(ctx, r.bytes()); err != nil {
+			return fmt.Errorf("run %d of %d: %w", i+1, len(runs), err)
 		}
 	}
 	return nil
@@ -306,8 +473,20 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if pl.empty() {
 		return nil
 	}
-	if err := b.ipt.Restore(ctx, pl.bytes()); err != nil {
-		return fmt.Errorf("iptables: cleanup: %w", err)
+	runs := []*payload{pl}
+	if limit := b.cfg.MaxChainsPerRestore; limit > 0 {
+		// The jumps from the built-in chains go first, then the chains.
+		unhook := newPayload()
+		unhook.pre, pl.pre = pl.pre, map[string][]string{}
+		runs = append([]*payload{unhook}, pl.splitDeletes(limit)...)
+	}
+	for i, r := range runs {
+		if r.empty() {
+			continue
+		}
+		if err := b.ipt.Restore(ctx, r.bytes()); err != nil {
+			return fmt.Errorf("iptables: cleanup: run %d of %d: %w", i+1, len(runs), err)
+		}
 	}
 	return nil
 }
