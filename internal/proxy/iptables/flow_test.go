@@ -20,24 +20,7 @@ import (
 // the standard topology of the packet-flow table (IPv4 or its IPv6 map).
 func newFlowBackend(t *testing.T, fam v1.IPFamily) (*iptables.Backend, *iptables.Fake) {
 	t.Helper()
-	mapP := func(p netip.Prefix) netip.Prefix { return p }
-	nodeIPs := proxytest.NodeIPs()
-	if fam == v1.IPv6Protocol {
-		mapP = proxytest.IPv6Prefix
-		nodeIPs = proxytest.NodeIPsIPv6()
-	}
-	fake := iptables.NewFake()
-	b, err := iptables.New(iptables.Config{
-		Family:       fam,
-		NodeName:     proxytest.NodeName,
-		NodeIPs:      nodeIPs,
-		ClusterCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ClusterCIDR))},
-		ServiceCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ServiceCIDR))},
-	}, fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, fake
+	return goldenBackend(t, fam, nil)
 }
 
 func tracer(t *testing.T, fake *iptables.Fake, nodeIPs []netip.Addr) *proxytest.IPTTracer {

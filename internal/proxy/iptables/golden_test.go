@@ -20,21 +20,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
-// goldenBackend is newFlowBackend with a config hook.
+// goldenBackend returns the backend over a Fake for standardConfig,
+// changed by mod when not nil.
 func goldenBackend(t *testing.T, fam v1.IPFamily, mod func(*iptables.Config)) (*iptables.Backend, *iptables.Fake) {
 	t.Helper()
-	mapP := func(p netip.Prefix) netip.Prefix { return p }
-	nodeIPs := proxytest.NodeIPs()
-	if fam == v1.IPv6Protocol {
-		mapP, nodeIPs = proxytest.IPv6Prefix, proxytest.NodeIPsIPv6()
-	}
-	cfg := iptables.Config{
-		Family:       fam,
-		NodeName:     proxytest.NodeName,
-		NodeIPs:      nodeIPs,
-		ClusterCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ClusterCIDR))},
-		ServiceCIDRs: []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ServiceCIDR))},
-	}
+	cfg := standardConfig(fam)
 	if mod != nil {
 		mod(&cfg)
 	}

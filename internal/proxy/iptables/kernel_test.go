@@ -22,20 +22,9 @@ import (
 func kernelBackend(t *testing.T, fam v1.IPFamily, v iptables.Variant, mods ...func(*iptables.Config)) (*iptables.Backend, *iptables.Exec) {
 	t.Helper()
 	proxytest.RequireSandbox(t, "iptables-"+string(v)+"-restore")
-	mapP := func(p netip.Prefix) netip.Prefix { return p }
-	nodeIPs := proxytest.NodeIPs()
-	if fam == v1.IPv6Protocol {
-		mapP, nodeIPs = proxytest.IPv6Prefix, proxytest.NodeIPsIPv6()
-	}
 	ex := iptables.NewExec(fam, v)
-	cfg := iptables.Config{
-		Family:              fam,
-		NodeName:            proxytest.NodeName,
-		NodeIPs:             nodeIPs,
-		ClusterCIDRs:        []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ClusterCIDR))},
-		ServiceCIDRs:        []netip.Prefix{mapP(netip.MustParsePrefix(proxytest.ServiceCIDR))},
-		MaxChainsPerRestore: iptables.ChainsPerRestore(v),
-	}
+	cfg := standardConfig(fam)
+	cfg.MaxChainsPerRestore = iptables.ChainsPerRestore(v)
 	for _, m := range mods {
 		m(&cfg)
 	}

@@ -386,7 +386,11 @@ func (b *Backend) restore(ctx context.Context, pl *payload) error {
 	if limit <= 0 || pl.chains() <= limit {
 		return b.ipt.Restore(ctx, pl.bytes())
 	}
-	runs := pl.split(limit)
+	return b.restoreRuns(ctx, pl.split(limit))
+}
+
+// restoreRuns applies runs in order, skipping empty ones.
+func (b *Backend) restoreRuns(ctx context.Context, runs []*payload) error {
 	for i, r := range runs {
 		if r.empty() {
 			continue
@@ -480,13 +484,8 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		unhook.pre, pl.pre = pl.pre, map[string][]string{}
 		runs = append([]*payload{unhook}, pl.splitDeletes(limit)...)
 	}
-	for i, r := range runs {
-		if r.empty() {
-			continue
-		}
-		if err := b.ipt.Restore(ctx, r.bytes()); err != nil {
-			return fmt.Errorf("iptables: cleanup: run %d of %d: %w", i+1, len(runs), err)
-		}
+	if err := b.restoreRuns(ctx, runs); err != nil {
+		return fmt.Errorf("iptables: cleanup: %w", err)
 	}
 	return nil
 }
