@@ -15,6 +15,9 @@
 //     iptables; the userspace mode rewrites its small table and touches
 //     only the changed listeners) and Tracker.Release, as the agent's sync
 //     loop does, repeated -changes times;
+//   - restart (kernel rows, nftables and iptables): a new backend's first,
+//     full Sync over the rules the first one left, as after an agent
+//     restart;
 //   - RSS of the process (the proxy's own memory; the nft or
 //     iptables-restore child is not included) and its peak.
 //
@@ -87,9 +90,10 @@ type result struct {
 	Mode       string    `json:"mode"`
 	Services   int       `json:"services"`
 	Endpoints  int       `json:"endpoints"`
-	Build      float64   `json:"build"` // seconds: tracker ingest + snapshot
-	Cold       float64   `json:"cold"`  // seconds: Backend.Sync of the full state
-	Rules      int       `json:"rules"` // nftables rules
+	Build      float64   `json:"build"`   // seconds: tracker ingest + snapshot
+	Cold       float64   `json:"cold"`    // seconds: Backend.Sync of the full state
+	Restart    float64   `json:"restart"` // seconds: a new backend's full Sync over the existing rules (kernel mode)
+	Rules      int       `json:"rules"`   // nftables rules
 	Elements   int       `json:"elements"`
 	Changes    []float64 `json:"changes"` // seconds each: snapshot + partial sync
 	Snapshot   []float64 `json:"snapshot"`
@@ -271,21 +275,16 @@ type benchBackend interface {
 	proxy.SyncStats
 }
 
-func measure(backend, variant, mode string, n, eps, changes int) result {
-	r := result{Mode: mode, Services: n, Endpoints: eps}
-	fail := func(err error) result { r.Error = err.Error(); return r }
-	ctx := context.Background()
-	if mode == "kernel" && os.Getenv(netnsEnv) == "" {
-		return fail(fmt.Errorf("kernel mode must run inside unshare --net"))
-	}
-	if mode != "kernel" && mode != "fake" {
-		return fail(fmt.Errorf("unknown mode %q", mode))
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+// newBackend builds the backend measured: over the real kernel (mode
+// "kernel") or the backend's fake. It also returns the element count (0
+// where rules counts them) and the version of the tool it drives.
+func newBackend(ctx context.Context, backend, variant, mode string, logger *slog.Logger) (benchBackend, func() int, string, error) {
 	var (
 		b        benchBackend
 		elements func() int
+		version  string
 	)
+	fail := func(err error) (benchBackend, func() int, string, error) { return nil, nil, "", err }
 	switch backend {
 	case "nftables":
 		var nft knftables.Interface
@@ -296,7 +295,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 			}
 			nft = real
 			if out, err := exec.Command("nft", "--version").Output(); err == nil {
-				r.NftVersion = strings.TrimSpace(string(out))
+				version = strings.TrimSpace(string(out))
 			}
 		} else {
 			nft = nftables.NewFake(v1.IPv4Protocol)
@@ -325,7 +324,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 			ipt = iptables.NewExec(v1.IPv4Protocol, v)
 			chainsPerRestore = iptables.ChainsPerRestore(v)
 			if out, err := exec.Command("iptables-"+string(v)+"-restore", "--version").CombinedOutput(); err == nil {
-				r.NftVersion = strings.TrimSpace(string(out))
+				version = strings.TrimSpace(string(out))
 			}
 		}
 		ib, err := iptables.New(iptables.Config{
@@ -348,7 +347,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 			}
 			nft = real
 			if out, err := exec.Command("nft", "--version").Output(); err == nil {
-				r.NftVersion = strings.TrimSpace(string(out))
+				version = strings.TrimSpace(string(out))
 			}
 		} else {
 			nft = userspace.NewFake(v1.IPv4Protocol)
@@ -368,6 +367,26 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 	default:
 		return fail(fmt.Errorf("unknown backend %q", backend))
 	}
+	return b, elements, version, nil
+
+}
+
+func measure(backend, variant, mode string, n, eps, changes int) result {
+	r := result{Mode: mode, Services: n, Endpoints: eps}
+	fail := func(err error) result { r.Error = err.Error(); return r }
+	ctx := context.Background()
+	if mode == "kernel" && os.Getenv(netnsEnv) == "" {
+		return fail(fmt.Errorf("kernel mode must run inside unshare --net"))
+	}
+	if mode != "kernel" && mode != "fake" {
+		return fail(fmt.Errorf("unknown mode %q", mode))
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, elements, version, err := newBackend(ctx, backend, variant, mode, logger)
+	if err != nil {
+		return fail(err)
+	}
+	r.NftVersion = version
 
 	// Objects arrive one by one, as from an informer's list, and are kept
 	// in the form the agent's informers keep them (CompactSlice).
@@ -418,6 +437,24 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		r.Snapshot = append(r.Snapshot, snap.Seconds())
 	}
 	r.RSSMB, r.PeakRSSMB = rss()
+
+	// A restarted agent: a new backend's first (full) sync over the rules
+	// the old one left. The userspace mode is left out: its listeners
+	// belong to the process.
+	if mode == "kernel" && backend != "userspace" {
+		b2, _, _, err := newBackend(ctx, backend, variant, mode, logger)
+		if err != nil {
+			return fail(err)
+		}
+		st, _ := tr.Snapshot(true)
+		start := time.Now()
+		if err := b2.Sync(ctx, st); err != nil {
+			return fail(fmt.Errorf("restart sync: %w", err))
+		}
+		r.Restart = time.Since(start).Seconds()
+		tr.Release(st)
+		b = b2
+	}
 	if mode == "kernel" {
 		_ = b.Cleanup(ctx)
 	}

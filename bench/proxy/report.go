@@ -42,6 +42,9 @@ func reportMode(w io.Writer, backend string, rs []result, cr *connRateResult) {
 			none(fmt.Sprintf("one-service change p50 / p99 (%s)", label), dur(pct(r.Changes, .5))+" / "+dur(pct(r.Changes, .99)))
 			none(fmt.Sprintf("peak RSS (%s)", label), fmt.Sprintf("%.0f MB", r.PeakRSSMB))
 		}
+		if r.Restart > 0 {
+			none(fmt.Sprintf("restart: full sync over existing rules (%s)", label), dur(r.Restart))
+		}
 		none(fmt.Sprintf("rules (%s)", label), fmt.Sprint(r.Rules+r.Elements))
 	}
 
