@@ -260,6 +260,9 @@ func (b *Backend) cleanup(ctx context.Context, force bool) error {
 		l.close()
 		delete(b.listeners, k)
 	}
+	if b.cfg.Transparent && b.isReal() {
+		b.clearTimeWait()
+	}
 	switch {
 	case keep:
 		go b.drain(b.epoch)
@@ -309,8 +312,24 @@ func (b *Backend) drain(epoch uint64) {
 			b.log.Error("removing the return path of transparent connections", "err", err)
 		}
 		b.tpInstalled = false
+		b.clearTimeWait()
 		b.mu.Unlock()
 		return
+	}
+}
+
+// clearTimeWait runs destroyTransparentTimeWait in the backend's
+// namespace; failures are logged (the sockets expire within a minute).
+func (b *Backend) clearTimeWait() {
+	var n int
+	err := b.set.netns.do(func() (err error) {
+		n, err = b.destroyTransparentTimeWait()
+		return err
+	})
+	if err != nil {
+		b.log.Error("removing TIME_WAIT sockets of transparent connections", "err", err)
+	} else if n > 0 {
+		b.log.Debug("removed TIME_WAIT sockets of transparent connections", "sockets", n)
 	}
 }
 

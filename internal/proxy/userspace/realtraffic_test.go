@@ -579,8 +579,40 @@ func TestCleanupKeepsEstablishedConnections(t *testing.T) {
 		get(x)
 	}
 
+	// A short connection from the pod client that the client closes: the
+	// proxy closes its side to the endpoint first, so its socket, bound to
+	// the client's address, sits in TIME_WAIT in the node's namespace.
+	// Cleanup must remove such sockets (destroyTransparentTimeWait): a
+	// kernel mode would forward the client's next connection on that
+	// 4-tuple, and the endpoint's SYN-ACK would meet the socket and be
+	// dropped.
+	timeWait := func() string {
+		t.Helper()
+		out, err := exec.Command("ss", "-Htan", "state", "time-wait", "src", "10.244.1.100").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	short := &conn{from: client, wantSeen: "10.244.1.100"}
+	nc, err := client.Dial(ctx, "tcp", "10.96.0.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short.c, short.r = nc, bufio.NewReader(nc)
+	get(short)
+	nc.Close()
+	for deadline := time.Now().Add(5 * time.Second); timeWait() == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no TIME_WAIT socket of the proxy's transparent connection: the test does not exercise their removal")
+		}
+	}
+
 	if err := b.Cleanup(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if tw := timeWait(); tw != "" {
+		t.Errorf("TIME_WAIT sockets bound to the client's address after Cleanup:\n%s", tw)
 	}
 	table := func() string {
 		out, err := exec.Command("nft", "list", "table", "ip", userspace.TableName).CombinedOutput()
@@ -614,5 +646,9 @@ func TestCleanupKeepsEstablishedConnections(t *testing.T) {
 			t.Fatalf("10s after the last connection closed: table %q, rules:\n%s", table(), rules())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// The drained connection's own TIME_WAIT socket went with the rest.
+	if tw := timeWait(); tw != "" {
+		t.Errorf("TIME_WAIT sockets bound to the client's address after the drain:\n%s", tw)
 	}
 }

@@ -205,3 +205,62 @@ func (h *netnsHandle) do(fn func() error) error {
 	runtime.UnlockOSThread()
 	return ferr
 }
+
+// destroyTransparentTimeWait removes the TIME_WAIT sockets that this
+// namespace's transparent backend connections left behind: TCP sockets in
+// TIME_WAIT whose local address is none of the namespace's own (only a
+// transparent bind to a client's address makes such a socket). It runs in
+// the backend's namespace (netnsHandle.do) when the mode stops proxying,
+// and returns how many it removed.
+//
+// Why: such a socket holds the 4-tuple client:port → endpoint:port for a
+// minute. After a switch to a kernel mode, a client that reuses the port
+// towards the same endpoint is DNATed onto that very tuple and forwarded
+// through this node, where the endpoint's SYN-ACK meets the TIME_WAIT
+// socket in the kernel's early demux and is dropped on forwarding
+// (ip_forward drops packets that carry a local socket): the connection
+// hangs until the socket expires. The kernel destroys TIME_WAIT sockets on
+// request (SOCK_DESTROY). IPv4 only: netlink.SocketDestroy has no IPv6
+// form, so an IPv6 backend leaves them to expire.
+func (b *Backend) destroyTransparentTimeWait() (int, error) {
+	if b.ipv6 {
+		return 0, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return 0, fmt.Errorf("transparent proxy: list local addresses: %w", err)
+	}
+	local := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			local[p.Addr().Unmap()] = true
+		}
+	}
+	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	if err != nil {
+		return 0, fmt.Errorf("transparent proxy: list TCP sockets: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, s := range socks {
+		src, ok := netip.AddrFromSlice(s.ID.Source)
+		if s.State != netlink.TCP_TIME_WAIT || !ok || local[src.Unmap()] || src.Unmap().IsLoopback() {
+			continue
+		}
+		err := netlink.SocketDestroy(
+			&net.TCPAddr{IP: s.ID.Source, Port: int(s.ID.SourcePort)},
+			&net.TCPAddr{IP: s.ID.Destination, Port: int(s.ID.DestinationPort)})
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, syscall.ENOENT):
+			// Expired meanwhile.
+		default:
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return n, fmt.Errorf("transparent proxy: destroy %d TIME_WAIT sockets: %w", len(errs), errs[0])
+	}
+	return n, nil
+}
