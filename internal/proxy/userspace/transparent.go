@@ -221,7 +221,9 @@ func (h *netnsHandle) do(fn func() error) error {
 // (ip_forward drops packets that carry a local socket): the connection
 // hangs until the socket expires. The kernel destroys TIME_WAIT sockets on
 // request (SOCK_DESTROY). IPv4 only: netlink.SocketDestroy has no IPv6
-// form, so an IPv6 backend leaves them to expire.
+// form, so an IPv6 backend leaves them to expire. Another transparent
+// proxy on the node would lose its TIME_WAIT sockets too; that costs it
+// only the protection against late duplicates of closed connections.
 func (b *Backend) destroyTransparentTimeWait() (int, error) {
 	if b.ipv6 {
 		return 0, nil
