@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -220,14 +222,10 @@ func (h *netnsHandle) do(fn func() error) error {
 // socket in the kernel's early demux and is dropped on forwarding
 // (ip_forward drops packets that carry a local socket): the connection
 // hangs until the socket expires. The kernel destroys TIME_WAIT sockets on
-// request (SOCK_DESTROY). IPv4 only: netlink.SocketDestroy has no IPv6
-// form, so an IPv6 backend leaves them to expire. Another transparent
-// proxy on the node would lose its TIME_WAIT sockets too; that costs it
-// only the protection against late duplicates of closed connections.
+// request (SOCK_DESTROY). Another transparent proxy on the node would lose
+// its TIME_WAIT sockets too; that costs it only the protection against
+// late duplicates of closed connections.
 func (b *Backend) destroyTransparentTimeWait() (int, error) {
-	if b.ipv6 {
-		return 0, nil
-	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return 0, fmt.Errorf("transparent proxy: list local addresses: %w", err)
@@ -238,20 +236,34 @@ func (b *Backend) destroyTransparentTimeWait() (int, error) {
 			local[p.Addr().Unmap()] = true
 		}
 	}
-	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	family := uint8(unix.AF_INET)
+	if b.ipv6 {
+		family = unix.AF_INET6
+	}
+	n, err := destroyTimeWait(family, func(src netip.Addr) bool { return !local[src] && !src.IsLoopback() })
 	if err != nil {
-		return 0, fmt.Errorf("transparent proxy: list TCP sockets: %w", err)
+		return n, fmt.Errorf("transparent proxy: %w", err)
+	}
+	return n, nil
+}
+
+// destroyTimeWait destroys the TCP sockets of family in TIME_WAIT whose
+// local address match accepts, and returns how many it destroyed.
+func destroyTimeWait(family uint8, match func(src netip.Addr) bool) (int, error) {
+	socks, err := netlink.SocketDiagTCP(family)
+	if err != nil {
+		return 0, fmt.Errorf("list TCP sockets: %w", err)
 	}
 	n := 0
 	var errs []error
 	for _, s := range socks {
 		src, ok := netip.AddrFromSlice(s.ID.Source)
-		if s.State != netlink.TCP_TIME_WAIT || !ok || local[src.Unmap()] || src.Unmap().IsLoopback() {
+		if s.State != netlink.TCP_TIME_WAIT || !ok || !match(src.Unmap()) {
 			continue
 		}
-		err := netlink.SocketDestroy(
-			&net.TCPAddr{IP: s.ID.Source, Port: int(s.ID.SourcePort)},
-			&net.TCPAddr{IP: s.ID.Destination, Port: int(s.ID.DestinationPort)})
+		req := nl.NewNetlinkRequest(nl.SOCK_DESTROY, unix.NLM_F_ACK)
+		req.AddData(&sockDestroyRequest{family: family, id: s.ID})
+		_, err := req.Execute(unix.NETLINK_INET_DIAG, 0)
 		switch {
 		case err == nil:
 			n++
@@ -262,7 +274,38 @@ func (b *Backend) destroyTransparentTimeWait() (int, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return n, fmt.Errorf("transparent proxy: destroy %d TIME_WAIT sockets: %w", len(errs), errs[0])
+		return n, fmt.Errorf("destroy %d TIME_WAIT sockets: %w", len(errs), errs[0])
 	}
 	return n, nil
+}
+
+// sockDestroyRequest is the struct inet_diag_req_v2 of a SOCK_DESTROY
+// request (linux/inet_diag.h) for one socket of either family, named by
+// its 4-tuple and the cookie a dump returned. (netlink.SocketDestroy builds
+// it for IPv4 only and without the cookie.)
+type sockDestroyRequest struct {
+	family uint8
+	id     netlink.SocketID
+}
+
+// sizeofInetDiagReqV2 is sizeof(struct inet_diag_req_v2).
+const sizeofInetDiagReqV2 = 56
+
+func (r *sockDestroyRequest) Len() int { return sizeofInetDiagReqV2 }
+
+func (r *sockDestroyRequest) Serialize() []byte {
+	b := make([]byte, sizeofInetDiagReqV2)
+	b[0], b[1] = r.family, unix.IPPROTO_TCP // then ext, pad and states: 0
+	binary.BigEndian.PutUint16(b[8:], r.id.SourcePort)
+	binary.BigEndian.PutUint16(b[10:], r.id.DestinationPort)
+	src, dst := r.id.Source.To16(), r.id.Destination.To16()
+	if r.family == unix.AF_INET {
+		src, dst = r.id.Source.To4(), r.id.Destination.To4()
+	}
+	copy(b[12:28], src)
+	copy(b[28:44], dst)
+	binary.NativeEndian.PutUint32(b[44:], r.id.Interface)
+	binary.NativeEndian.PutUint32(b[48:], r.id.Cookie[0])
+	binary.NativeEndian.PutUint32(b[52:], r.id.Cookie[1])
+	return b
 }
