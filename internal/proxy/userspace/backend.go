@@ -312,7 +312,9 @@ func (b *Backend) drain(epoch uint64) {
 			b.log.Error("removing the return path of transparent connections", "err", err)
 		}
 		b.tpInstalled = false
-		b.clearTimeWait()
+		if b.cfg.Transparent {
+			b.clearTimeWait()
+		}
 		b.mu.Unlock()
 		return
 	}
