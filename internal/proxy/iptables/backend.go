@@ -49,9 +49,10 @@ type Config struct {
 	Conntrack conntrack.Interface
 	// Logger receives the backend's logs (default slog.Default()).
 	Logger *slog.Logger
-	// MaxChainsPerRestore, when positive, splits a sync that writes more
-	// service chains than this into several iptables-restore runs, whole
-	// services per run, the top-level chains last. iptables-nft-restore
+	// MaxChainsPerRestore, when positive, splits a sync or cleanup that
+	// writes or deletes more chains than this into several
+	// iptables-restore runs, whole services per run, the top-level chains
+	// last, deletions after them (payload.split). iptables-nft-restore
 	// finds a jump's target among the chains created in the same run by a
 	// linear search, so one run that creates and jumps to n chains costs
 	// O(n²) (v1.8.9 on this project's machine: 8k chains 0.6 s, 16k 2.3 s,

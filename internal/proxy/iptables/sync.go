@@ -52,11 +52,14 @@ func (p *payload) writeGroup(chains []chainPlan) {
 	p.groups = append(p.groups, g)
 }
 
-// chains counts the chains p writes.
+// chains counts the chains p writes or deletes.
 func (p *payload) chains() int {
 	n := 0
 	for _, w := range p.write {
 		n += len(w)
+	}
+	for _, d := range p.del {
+		n += len(d)
 	}
 	return n
 }
@@ -68,7 +71,9 @@ func (p *payload) chains() int {
 //  1. the leaves, with the first service groups;
 //  2. the service groups, a service's chains always in one payload;
 //  3. the other chains (the roots and their KUBE-DST trees), each after
-//     the chains it jumps to (targetsFirst), and the jump inserts;
+//     the chains it jumps to (targetsFirst), and the jumps inserted in or
+//     deleted from the built-in chains (pre: for a cleanup, the only run
+//     before the deletions);
 //  4. the deletions (splitDeletes).
 //
 // Each payload jumps only to chains it writes or that exist already, every
@@ -374,8 +379,8 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) (err error) {
 	return nil
 }
 
-// restore applies pl: in one iptables-restore run, or, when it writes
-// more than Config.MaxChainsPerRestore chains, in several (see
+// restore applies pl: in one iptables-restore run, or, when it writes or
+// deletes more than Config.MaxChainsPerRestore chains, in several (see
 // payload.split and MaxChainsPerRestore). A failed run leaves the earlier
 // runs applied; the caller's next sync is a full one.
 func (b *Backend) restore(ctx context.Context, pl *payload) error {
@@ -386,11 +391,7 @@ func (b *Backend) restore(ctx context.Context, pl *payload) error {
 	if limit <= 0 || pl.chains() <= limit {
 		return b.ipt.Restore(ctx, pl.bytes())
 	}
-	return b.restoreRuns(ctx, pl.split(limit))
-}
-
-// restoreRuns applies runs in order, skipping empty ones.
-func (b *Backend) restoreRuns(ctx context.Context, runs []*payload) error {
+	runs := pl.split(limit)
 	for i, r := range runs {
 		if r.empty() {
 			continue
@@ -474,17 +475,8 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	b.needFull = true
 	clear(b.records)
 	b.rootChains = nil
-	if pl.empty() {
-		return nil
-	}
-	runs := []*payload{pl}
-	if limit := b.cfg.MaxChainsPerRestore; limit > 0 {
-		// The jumps from the built-in chains go first, then the chains.
-		unhook := newPayload()
-		unhook.pre, pl.pre = pl.pre, map[string][]string{}
-		runs = append([]*payload{unhook}, pl.splitDeletes(limit)...)
-	}
-	if err := b.restoreRuns(ctx, runs); err != nil {
+	// In runs (split), the jumps from the built-in chains go first.
+	if err := b.restore(ctx, pl); err != nil {
 		return fmt.Errorf("iptables: cleanup: %w", err)
 	}
 	return nil

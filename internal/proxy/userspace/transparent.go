@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/svcnet/svcnet/internal/proxy"
 )
 
 // Transparent proxying: the proxy's connection to the endpoint is bound
@@ -226,15 +228,13 @@ func (h *netnsHandle) do(fn func() error) error {
 // its TIME_WAIT sockets too; that costs it only the protection against
 // late duplicates of closed connections.
 func (b *Backend) destroyTransparentTimeWait() (int, error) {
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := proxy.LocalAddrs()
 	if err != nil {
 		return 0, fmt.Errorf("transparent proxy: list local addresses: %w", err)
 	}
 	local := map[netip.Addr]bool{}
 	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			local[p.Addr().Unmap()] = true
-		}
+		local[a] = true
 	}
 	family := uint8(unix.AF_INET)
 	if b.ipv6 {
