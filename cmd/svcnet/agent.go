@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcnet/svcnet/internal/agent"
+	"github.com/svcnet/svcnet/internal/proxy/modes"
 )
 
 // agentFlags are the flags of `svcnet agent`.
@@ -91,6 +92,14 @@ func (f *agentFlags) run() error {
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("svcnet agent must run as root: it creates network namespaces, veth pairs and routes")
+	}
+	// An explicit --proxy-mode the kernel cannot run is refused at start, as
+	// kube-proxy does; a mode from the ConfigMap is followed live instead
+	// (the agent also runs pods), and a failing one is logged and retried.
+	if !f.noProxy {
+		if err := modes.CheckKernel(f.proxyMode); err != nil {
+			return fmt.Errorf("--proxy-mode %s: %w", f.proxyMode, err)
+		}
 	}
 	rc, err := f.restConfig()
 	if err != nil {

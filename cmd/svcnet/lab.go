@@ -58,7 +58,7 @@ func newLabUpCommand(dataDir *string) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "number of nodes: master, work1, work2, …")
-	fs.StringVar(&cfg.ProxyMode, "proxy-mode", "", "proxy mode of every agent: nftables, iptables or userspace (default: ConfigMap kube-system/kube-proxy, followed live)")
+	fs.StringVar(&cfg.ProxyMode, "proxy-mode", "", "proxy mode of every agent: nftables, iptables, userspace or ipvs (default: ConfigMap kube-system/kube-proxy, followed live)")
 	fs.StringVar(&subnet, "subnet", lab.DefaultSubnet.String(), "the nodes' private segment; this host takes its first address, the nodes .10, .11, …")
 	fs.StringSliceVar(&cfg.DNSUpstreams, "dns-upstream", nil, "upstream resolvers ip[:port] of the nodes' DNS (default: /etc/resolv.conf's)")
 	fs.StringSliceVar(&cfg.LBIPPool, "lb-ip-pool", nil, "addresses for LoadBalancer Services (CIDRs, IPs or first-last ranges)")

@@ -40,7 +40,7 @@ func newProxyCommand() *cobra.Command {
 	f := &proxyFlags{}
 	cmd := &cobra.Command{
 		Use:   "proxy",
-		Short: "Run the node service proxy (kube-proxy role; nftables, iptables or userspace mode)",
+		Short: "Run the node service proxy (kube-proxy role; nftables, iptables, userspace or ipvs mode)",
 		Long: `proxy programs this node's dataplane for every Service: ClusterIPs,
 NodePorts, ExternalIPs and LoadBalancer IPs, with the EndpointSlices of the
 API server as backends. It serves /healthz and /livez on :10256 and /metrics
@@ -120,6 +120,11 @@ func (f *proxyFlags) run(cmd *cobra.Command) error {
 	fl := cmd.Flags()
 	if fl.Changed("mode") {
 		cfg.Mode = kpconfig.ProxyMode(f.mode)
+	}
+	// As kube-proxy: a mode the kernel cannot run is refused at start,
+	// whether it came from --mode, --config or the ConfigMap.
+	if err := modes.CheckKernel(string(cfg.Mode)); err != nil {
+		return err
 	}
 	if fl.Changed("cluster-cidr") {
 		cfg.ClusterCIDR = f.clusterCIDR

@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcnet/svcnet/internal/agent"
-	"github.com/svcnet/svcnet/internal/proxy/ipvs"
 	"github.com/svcnet/svcnet/internal/proxy/modes"
 	"github.com/svcnet/svcnet/internal/server"
 )
@@ -60,7 +59,7 @@ func (f *upFlags) preflight() error {
 		need = append(need, "iptables-restore")
 	case modes.IPVS:
 		need = append(need, "nft")
-		if err := ipvs.CheckKernel(ipvs.DefaultKernelPaths()); err != nil {
+		if err := modes.CheckKernel(f.proxyMode); err != nil {
 			return fmt.Errorf("--proxy-mode ipvs: %w", err)
 		}
 	}

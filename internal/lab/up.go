@@ -180,6 +180,9 @@ func preflight(cfg Config) error {
 	default:
 		need = append(need, "nft")
 	}
+	if err := modes.CheckKernel(cfg.ProxyMode); err != nil {
+		return fmt.Errorf("lab: --proxy-mode %s: %w", cfg.ProxyMode, err)
+	}
 	for _, bin := range need {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("svcnet lab needs %s: %w", bin, err)

@@ -1,5 +1,5 @@
 // Package modes builds the proxy backend of each proxy mode (nftables,
-// iptables, userspace) from one set of options, removes any mode's rules,
+// iptables, userspace, ipvs) from one set of options, removes any mode's rules,
 // and switches a running proxy from one mode to another.
 //
 // The switch (Switcher) happens inside the proxy's sync loop: when the
@@ -248,6 +248,22 @@ type Switcher struct {
 }
 
 var _ proxy.Backend = (*Switcher)(nil)
+
+// CheckKernel is the start-up check of mode that kube-proxy makes before it
+// builds its proxier: the ipvs mode needs IPVS and dummy interfaces in the
+// kernel (upstream refuses with "can't use the IPVS proxier"), and the
+// error names the missing module. The other modes have nothing to check up
+// front. Live switches do not call it: a switch that cannot be made keeps
+// the running mode and is retried.
+func CheckKernel(mode string) error {
+	if mode != IPVS {
+		return nil
+	}
+	if err := ipvs.CheckKernel(ipvs.DefaultKernelPaths()); err != nil {
+		return fmt.Errorf("can't use the ipvs proxy mode: %w", err)
+	}
+	return nil
+}
 
 // NewSwitcher starts in mode (validated now; built at the first Sync).
 func NewSwitcher(mode string, o Options) (*Switcher, error) {
