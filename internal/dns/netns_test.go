@@ -83,6 +83,9 @@ func TestPodResolvesThroughNodeLocalDNS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	run(t, "ip", "addr", "add", "10.96.0.10/32", "dev", "lo")
+	// The namespace outlives the test when it runs again in the same
+	// process (go test -count=N).
+	defer exec.Command("ip", "addr", "del", "10.96.0.10/32", "dev", "lo").Run()
 
 	api := apitest.Start(t, apitest.Options{})
 	up := startFakeUpstream(t, "www.example.com. 300 IN A 192.0.2.53", "www.example.com. 300 IN A 192.0.2.54")
