@@ -11,13 +11,13 @@
 //   - rule count after it (nftables rules and set elements, iptables
 //     rules, userspace rules and map elements);
 //   - one-service change: one EndpointSlice update (one endpoint replaced),
-//     Tracker.Snapshot, a Backend.Sync (partial for nftables and
-//     iptables; the userspace mode rewrites its small table and touches
-//     only the changed listeners) and Tracker.Release, as the agent's sync
-//     loop does, repeated -changes times;
+//     Tracker.Snapshot, a partial Backend.Sync and Tracker.Release, as the
+//     agent's sync loop does, repeated -changes times;
 //   - restart (kernel rows, nftables and iptables): a new backend's first,
 //     full Sync over the rules the first one left, as after an agent
 //     restart;
+//   - every service removed: all Services and slices deleted, one Sync (a
+//     namespace deletion; the runner coalesces the events);
 //   - RSS of the process (the proxy's own memory; the nft or
 //     iptables-restore child is not included) and its peak.
 //
@@ -74,6 +74,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/knftables"
 
@@ -90,10 +91,11 @@ type result struct {
 	Mode       string    `json:"mode"`
 	Services   int       `json:"services"`
 	Endpoints  int       `json:"endpoints"`
-	Build      float64   `json:"build"`   // seconds: tracker ingest + snapshot
-	Cold       float64   `json:"cold"`    // seconds: Backend.Sync of the full state
-	Restart    float64   `json:"restart"` // seconds: a new backend's full Sync over the existing rules (kernel mode)
-	Rules      int       `json:"rules"`   // nftables rules
+	Build      float64   `json:"build"`     // seconds: tracker ingest + snapshot
+	Cold       float64   `json:"cold"`      // seconds: Backend.Sync of the full state
+	Restart    float64   `json:"restart"`   // seconds: a new backend's full Sync over the existing rules (kernel mode)
+	RemoveAll  float64   `json:"removeAll"` // seconds: one Sync after every Service and slice was deleted
+	Rules      int       `json:"rules"`     // nftables rules
 	Elements   int       `json:"elements"`
 	Changes    []float64 `json:"changes"` // seconds each: snapshot + partial sync
 	Snapshot   []float64 `json:"snapshot"`
@@ -248,7 +250,7 @@ func object(i, eps int) (*v1.Service, *discovery.EndpointSlice) {
 	}
 	if i%10 == 9 {
 		s.Spec.Type = v1.ServiceTypeNodePort
-		s.Spec.Ports[0].NodePort = int32(30000 + i%2700)
+		s.Spec.Ports[0].NodePort = int32(30000 + (i/10)%2768) // unique up to 27,680 services, as the API server allocates
 	}
 	return s, slice(name, i, 0, eps, proto)
 }
@@ -428,9 +430,7 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 			return fail(fmt.Errorf("change %d: %w", c, err))
 		}
 		tr.Release(st) // as the agent's sync loop does
-		// The userspace mode rewrites its small table whole (map
-		// elements only) and reconfigures just the changed listeners.
-		if partial, _ := b.LastSyncStats(); !partial && backend != "userspace" {
+		if partial, _ := b.LastSyncStats(); !partial {
 			return fail(fmt.Errorf("change %d was not a partial sync", c))
 		}
 		r.Changes = append(r.Changes, time.Since(start).Seconds())
@@ -455,6 +455,22 @@ func measure(backend, variant, mode string, n, eps, changes int) result {
 		tr.Release(st)
 		b = b2
 	}
+
+	// Every Service deleted at once (a namespace deletion, a test suite's
+	// teardown): the informers deliver n deletions and the runner coalesces
+	// them into one sync.
+	for i := range n {
+		svc, sl := object(i, eps)
+		tr.DeleteService(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+		tr.DeleteSlice(sl)
+	}
+	st, _ = tr.Snapshot(false)
+	start = time.Now()
+	if err := b.Sync(ctx, st); err != nil {
+		return fail(fmt.Errorf("remove-all sync: %w", err))
+	}
+	r.RemoveAll = time.Since(start).Seconds()
+	tr.Release(st)
 	if mode == "kernel" {
 		_ = b.Cleanup(ctx)
 	}

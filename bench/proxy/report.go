@@ -45,6 +45,9 @@ func reportMode(w io.Writer, backend string, rs []result, cr *connRateResult) {
 		if r.Restart > 0 {
 			none(fmt.Sprintf("restart: full sync over existing rules (%s)", label), dur(r.Restart))
 		}
+		if r.RemoveAll > 0 {
+			none(fmt.Sprintf("every service removed, one sync (%s)", label), dur(r.RemoveAll))
+		}
 		none(fmt.Sprintf("rules (%s)", label), fmt.Sprint(r.Rules+r.Elements))
 	}
 

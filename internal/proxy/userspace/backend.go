@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -93,8 +91,20 @@ type Backend struct {
 	tpChecked   bool   // transparent proxying was set up (or found impossible)
 	tpInstalled bool   // the policy route is installed
 	initialized bool   // the table was recreated once by this process
-	last        string // fingerprint of the rule set in the kernel ("" = unknown)
-	rules       int
+	last        string // fingerprint of the whole rule set in the kernel ("" = unknown)
+	// global is the fingerprint of the rules and elements that do not
+	// belong to one service (base rules, NodePort addresses) as in the
+	// kernel; "" makes the next sync full.
+	global string
+	// plans are the elements each service port put in the table, and refs
+	// count the owners of each element key (a ClusterIP is shared by the
+	// ports of a Service): a partial sync changes only what its services'
+	// elements changed (see sync.go).
+	plans map[proxy.ServicePortName][]*knftables.Element
+	refs  map[string]*elemRef
+	// globalCount is the number of rules and elements of the global part.
+	globalCount int
+	partial     bool // the last sync was partial
 }
 
 var (
@@ -207,9 +217,11 @@ func New(cfg Config, nft knftables.Interface) (*Backend, error) {
 // Name implements proxy.Backend.
 func (b *Backend) Name() string { return "userspace" }
 
-// LastSyncStats implements proxy.SyncStats: syncs always rewrite the
-// (small) table; rules counts rules plus set/map elements.
-func (b *Backend) LastSyncStats() (partial bool, rules int) { return false, b.rules }
+// LastSyncStats implements proxy.SyncStats; rules counts rules plus set and
+// map elements.
+func (b *Backend) LastSyncStats() (partial bool, rules int) {
+	return b.partial, b.globalCount + len(b.refs)
+}
 
 // ListenerPort returns the local port of the listener serving traffic to
 // name's ClusterIP (external false) or external entry points (true), and
@@ -276,7 +288,8 @@ func (b *Backend) cleanup(ctx context.Context, force bool) error {
 	}
 	b.initialized = false
 	b.tpChecked = false
-	b.last = ""
+	b.last, b.global = "", ""
+	b.plans, b.refs = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -388,202 +401,6 @@ func (b *Backend) mangleChain(tx *knftables.Transaction) {
 	tx.Flush(c)
 	tx.Add(&knftables.Rule{Chain: manglePrerouting,
 		Rule: fmt.Sprintf("meta l4proto { tcp, udp } socket transparent 1 meta mark set mark or 0x%x", transparentMark)})
-}
-
-// want is one listener the State needs.
-type want struct {
-	eps      []proxy.Endpoint
-	alg      Algorithm
-	affinity time.Duration
-	tp       transparency
-}
-
-// pending is a redirect element waiting for its listener's port.
-type pending struct {
-	key      lnKey
-	addr     netip.Addr // invalid for a NodePort
-	proto    string
-	port     int32
-	nodePort bool
-}
-
-// Sync implements proxy.Backend: it opens a listener for every service
-// port that has usable endpoints (two when the internal and external
-// traffic policies differ), hands each its endpoints, writes the redirect
-// table in one transaction, and then closes the listeners no longer used.
-// Established connections of removed listeners are not cut.
-func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.epoch++
-	b.setupTransparent(ctx)
-	rs := &ruleset{rules: b.baseRules(proxy.ServiceCIDRsOfFamily(st, b.cfg.ServiceCIDRs, b.ipv6))}
-	nodeIPs := b.nodePortIPs(st)
-	for _, a := range nodeIPs {
-		rs.add(&knftables.Element{Set: nodePortIPsSet, Key: []string{a.String()}})
-	}
-	wants := map[lnKey]want{}
-	var pend []pending
-
-	names := make([]proxy.ServicePortName, 0, len(st.Services))
-	for n := range st.Services {
-		names = append(names, n)
-	}
-	slices.SortFunc(names, proxy.CompareServicePortNames)
-	for _, n := range names {
-		sp := st.Services[n]
-		cips := b.familyAddrs(sp.ClusterIPs)
-		if len(cips) == 0 {
-			continue
-		}
-		for _, a := range cips {
-			rs.add(&knftables.Element{Set: clusterIPsSet, Key: []string{a.String()}})
-		}
-		if sp.Protocol != v1.ProtocolTCP && sp.Protocol != v1.ProtocolUDP {
-			// SCTP: Go has no SCTP sockets. The ClusterIP's port is
-			// rejected by cluster-ips-check.
-			continue
-		}
-		proto := strings.ToLower(string(sp.Protocol))
-		cluster, local, _, hasAny := proxy.CategorizeEndpoints(st.Endpoints[n], sp)
-		internal, external := cluster, cluster
-		if sp.InternalPolicyLocal {
-			internal = local
-		}
-		if sp.ExternalPolicyLocal {
-			external = local
-		}
-		verdict := "drop" // endpoints exist, none usable here
-		if !hasAny {
-			verdict = "goto " + rejectChain
-		}
-		alg := b.cfg.Algorithm
-		if sp.LBAlgorithm != "" {
-			a, err := ParseAlgorithm(sp.LBAlgorithm)
-			if err != nil {
-				b.log.Warn("ignoring the service's "+proxy.AnnotationLBAlgorithm+" annotation", "service", n.String(), "err", err)
-			} else {
-				alg = a
-			}
-		}
-
-		inKey := lnKey{name: n}
-		if len(internal) > 0 {
-			wants[inKey] = want{eps: internal, alg: alg, affinity: sp.AffinityTimeout, tp: transparentInCluster}
-			for _, a := range cips {
-				pend = append(pend, pending{key: inKey, addr: a, proto: proto, port: sp.Port})
-			}
-		} else {
-			for _, a := range cips {
-				rs.noEndpoints(a, proto, sp.Port, verdict)
-			}
-		}
-
-		if !sp.ExternallyAccessible() {
-			continue
-		}
-		// External traffic has its own listener: its endpoints may differ
-		// (traffic policies) and so does whether the client address is
-		// kept.
-		extKey := lnKey{name: n, external: true}
-		extAddrs := b.familyAddrs(slices.Concat(sp.ExternalIPs, sp.LoadBalancerIPs))
-		if len(external) > 0 {
-			tp := transparentNever
-			if sp.ExternalPolicyLocal {
-				tp = transparentAlways
-			}
-			wants[extKey] = want{eps: external, alg: alg, affinity: sp.AffinityTimeout, tp: tp}
-			for _, a := range extAddrs {
-				pend = append(pend, pending{key: extKey, addr: a, proto: proto, port: sp.Port})
-			}
-			if sp.NodePort != 0 {
-				pend = append(pend, pending{key: extKey, proto: proto, port: sp.NodePort, nodePort: true})
-			}
-		} else {
-			for _, a := range extAddrs {
-				rs.noEndpoints(a, proto, sp.Port, verdict)
-			}
-			if sp.NodePort != 0 {
-				rs.noEndpointsNodePort(proto, sp.NodePort, verdict)
-			}
-		}
-		if len(sp.LoadBalancerSourceRanges) > 0 {
-			for _, lb := range b.familyAddrs(sp.LoadBalancerIPs) {
-				rs.add(&knftables.Element{Set: firewallIPsSet, Key: []string{lb.String(), proto, itoa(sp.Port)}})
-				for _, r := range sp.LoadBalancerSourceRanges {
-					if r.Addr().Is4() == !b.ipv6 {
-						rs.add(&knftables.Element{Set: firewallAllowSet, Key: []string{lb.String(), proto, itoa(sp.Port), r.String()}})
-					}
-				}
-			}
-		}
-	}
-
-	// Listeners first, so redirected traffic always finds its socket.
-	var errs []error
-	for k, w := range wants {
-		l := b.listeners[k]
-		if l == nil {
-			var err error
-			l, err = newListener(k, b.cfg.ListenAddr, b.set)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			b.listeners[k] = l
-			b.log.Debug("listening", "service", k.String(), "port", l.port)
-		}
-		l.update(w.eps, w.alg, w.affinity, w.tp)
-	}
-	for _, p := range pend {
-		l := b.listeners[p.key]
-		if l == nil {
-			continue // failed to listen (reported)
-		}
-		if p.nodePort {
-			rs.redirectNodePort(p.proto, p.port, l.port)
-		} else {
-			rs.redirect(p.addr, p.proto, p.port, l.port)
-		}
-	}
-	rs.elems = sortElems(rs.elems)
-
-	fp := rs.fingerprint()
-	if st.Full || fp != b.last {
-		tx := b.nft.NewTransaction()
-		b.transaction(tx, rs)
-		if err := b.nft.Run(ctx, tx); err != nil {
-			b.last = ""
-			return errors.Join(append(errs, fmt.Errorf("userspace: sync %s table: %w", b.ipX(), err))...)
-		}
-		b.initialized = true
-		b.last = fp
-		b.rules = rs.count()
-	}
-
-	// Only now, with no rule pointing at them, close unused listeners. A
-	// service that still exists keeps its listener (with no endpoints) even
-	// while it has no endpoints: the conntrack entries of its UDP clients
-	// point at the listener's port, and when endpoints come back the same
-	// port must serve them again (a new port would leave those clients
-	// stuck on the old one for as long as they keep sending).
-	for k, l := range b.listeners {
-		if _, ok := wants[k]; ok {
-			continue
-		}
-		if sp, exists := st.Services[k.name]; exists && (!k.external || sp.ExternallyAccessible()) {
-			cfg := l.cfg.Load()
-			l.update(nil, cfg.alg, cfg.affinity, cfg.tp)
-			continue
-		}
-		l.close()
-		delete(b.listeners, k)
-		b.log.Debug("closed listener", "service", k.String())
-	}
-	if len(errs) > 0 {
-		b.last = "" // rewrite next time, with the missing listeners
-	}
-	return errors.Join(errs...)
 }
 
 func (b *Backend) familyAddrs(addrs []netip.Addr) []netip.Addr {

@@ -116,8 +116,11 @@ func (s svcSpec) portName() proxy.ServicePortName {
 	return proxy.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "ns", Name: s.name}, Port: "p", Protocol: p}
 }
 
+// stateOf is a whole State with svcs; it is Full, as it names no changes
+// (syncs_test.go takes the backend through partial syncs).
 func stateOf(svcs ...svcSpec) *proxy.State {
 	st := proxy.NewState("node-a")
+	st.Full = true
 	st.NodeIPs = []netip.Addr{netip.MustParseAddr("192.168.0.2")}
 	for i, s := range svcs {
 		n := s.portName()

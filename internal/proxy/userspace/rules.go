@@ -210,30 +210,49 @@ func slicesOf(bcs []baseChain) []string {
 
 // frontend elements.
 
-func (rs *ruleset) redirect(a netip.Addr, proto string, port int32, lport uint16) {
-	rs.add(&knftables.Element{Map: serviceIPsMap, Key: []string{a.String(), proto, itoa(port)}, Value: []string{strconv.Itoa(int(lport))}})
+func redirectElem(a netip.Addr, proto string, port int32, lport uint16) *knftables.Element {
+	return &knftables.Element{Map: serviceIPsMap, Key: []string{a.String(), proto, itoa(port)}, Value: []string{strconv.Itoa(int(lport))}}
 }
 
-func (rs *ruleset) redirectNodePort(proto string, port int32, lport uint16) {
-	rs.add(&knftables.Element{Map: serviceNodePortsMap, Key: []string{proto, itoa(port)}, Value: []string{strconv.Itoa(int(lport))}})
+func redirectNodePortElem(proto string, port int32, lport uint16) *knftables.Element {
+	return &knftables.Element{Map: serviceNodePortsMap, Key: []string{proto, itoa(port)}, Value: []string{strconv.Itoa(int(lport))}}
 }
 
-func (rs *ruleset) noEndpoints(a netip.Addr, proto string, port int32, verdict string) {
-	rs.add(&knftables.Element{Map: noEndpointServicesMap, Key: []string{a.String(), proto, itoa(port)}, Value: []string{verdict}})
+func noEndpointsElem(a netip.Addr, proto string, port int32, verdict string) *knftables.Element {
+	return &knftables.Element{Map: noEndpointServicesMap, Key: []string{a.String(), proto, itoa(port)}, Value: []string{verdict}}
 }
 
-func (rs *ruleset) noEndpointsNodePort(proto string, port int32, verdict string) {
-	rs.add(&knftables.Element{Map: noEndpointNodePortsMap, Key: []string{proto, itoa(port)}, Value: []string{verdict}})
+func noEndpointsNodePortElem(proto string, port int32, verdict string) *knftables.Element {
+	return &knftables.Element{Map: noEndpointNodePortsMap, Key: []string{proto, itoa(port)}, Value: []string{verdict}}
 }
 
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
 
+// elemKey identifies an element in the table: its set or map and its key
+// (not a map element's value).
+func elemKey(e *knftables.Element) string {
+	return e.Set + e.Map + " " + strings.Join(e.Key, " ")
+}
+
+// sameValue reports whether two elements of one key have the same value.
+func sameValue(a, b *knftables.Element) bool { return slices.Equal(a.Value, b.Value) }
+
 // sortElems orders elements for a stable fingerprint.
 func sortElems(es []*knftables.Element) []*knftables.Element {
-	key := func(e *knftables.Element) string {
-		return e.Set + e.Map + " " + strings.Join(e.Key, " ")
+	type keyed struct {
+		key string
+		e   *knftables.Element
 	}
-	slices.SortStableFunc(es, func(a, b *knftables.Element) int { return strings.Compare(key(a), key(b)) })
+	ks := make([]keyed, len(es))
+	for i, e := range es {
+		ks[i] = keyed{elemKey(e), e}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
 	// Keys may repeat (an address shared by two services); keep the first.
-	return slices.CompactFunc(es, func(a, b *knftables.Element) bool { return key(a) == key(b) })
+	ks = slices.CompactFunc(ks, func(a, b keyed) bool { return a.key == b.key })
+	out := es[:len(ks)]
+	for i, k := range ks {
+		out[i] = k.e
+	}
+	return out
 }
