@@ -530,9 +530,12 @@ func TestAgentRestartAdoptsPods(t *testing.T) {
 
 	s.mustKubectl("create", "-f", writeManifest(t, serviceEnvDeployment))
 	before := readyPods(t, c, "default", "app=service-env", 3)
-	if n := countNetexec(); n != 3 {
-		t.Fatalf("%d netexec processes before the restart, want 3", n)
-	}
+	// A pod is Running (and, without probes, Ready) once its container
+	// process started, which is nsenter until it execs the command.
+	waitFor(t, "3 netexec processes before the restart", func() (bool, error) {
+		n := countNetexec()
+		return n == 3, fmt.Errorf("%d netexec processes, want 3", n)
+	})
 	a.kill()
 	// The pods keep running without their agent.
 	for _, p := range before {
