@@ -118,8 +118,16 @@ func DetectVariant(ctx context.Context) (Variant, error) {
 		}
 		return n, found
 	}
-	nNFT, okNFT := count(VariantNFT)
 	nLegacy, okLegacy := count(VariantLegacy)
+	if nLegacy == 0 && reportsNFT(ctx) && nftWorks(ctx) {
+		// With no legacy rule, the nft rules are only counted against
+		// what "iptables -V" reports (below); when that is nf_tables the
+		// answer is nft either way, so the dump of every nft table (over a
+		// second with 10k Services' rules, on every agent start and every
+		// switch to this mode) is skipped.
+		return VariantNFT, nil
+	}
+	nNFT, okNFT := count(VariantNFT)
 	switch {
 	case !okNFT && !okLegacy:
 		out, err := exec.CommandContext(ctx, "iptables", "-V").Output()
@@ -141,6 +149,25 @@ func DetectVariant(ctx context.Context) (Variant, error) {
 		return VariantNFT, nil
 	}
 	return versionVariant(string(out)), nil
+}
+
+// reportsNFT reports whether "iptables -V" names nf_tables.
+func reportsNFT(ctx context.Context) bool {
+	out, err := exec.CommandContext(ctx, "iptables", "-V").Output()
+	return err == nil && versionVariant(string(out)) == VariantNFT
+}
+
+// nftWorks reports whether an nft-based iptables binary can read the
+// kernel's rules in at least one family (what a successful
+// iptables-nft-save shows), by listing one built-in chain: that reads one
+// chain, not the whole ruleset.
+func nftWorks(ctx context.Context) bool {
+	for _, base := range []string{"iptables", "ip6tables"} {
+		if exec.CommandContext(ctx, base+"-nft", "-t", "filter", "-S", "INPUT").Run() == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // versionVariant parses "iptables v1.8.9 (nf_tables)" / "(legacy)".

@@ -2,9 +2,12 @@ package iptables_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -98,7 +101,10 @@ func TestKernelPacketFlow(t *testing.T) {
 
 // TestDetectVariant checks that detection follows the rules already
 // present: an empty sandbox reports the "iptables -V" variant, a legacy
-// rule makes it legacy.
+// rule makes it legacy, more nft rules than legacy ones make it nft. With
+// no legacy rule and "iptables -V" naming nf_tables the nft rules need not
+// be counted: no iptables-nft-save may run then (a dump of every table,
+// over a second at 10k Services).
 func TestDetectVariant(t *testing.T) {
 	proxytest.RequireSandbox(t, "iptables-legacy", "iptables-nft")
 	ctx := context.Background()
@@ -110,15 +116,52 @@ func TestDetectVariant(t *testing.T) {
 	if strings.Contains(string(out), "legacy") {
 		want = iptables.VariantLegacy
 	}
+	// Record the nft dumps DetectVariant runs.
+	dir := t.TempDir()
+	dumps := filepath.Join(dir, "dumps")
+	for _, bin := range []string{"iptables-nft-save", "ip6tables-nft-save"} {
+		real, err := exec.LookPath(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		script := fmt.Sprintf("#!/bin/sh\necho %s >> %s\nexec %s \"$@\"\n", bin, dumps, real)
+		if err := os.WriteFile(filepath.Join(dir, bin), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dumped := func() string {
+		b, _ := os.ReadFile(dumps)
+		os.Remove(dumps)
+		return strings.TrimSpace(string(b))
+	}
+
 	if got, err := iptables.DetectVariant(ctx); err != nil || got != want {
 		t.Fatalf("DetectVariant on an empty namespace = %q, %v; want %q (iptables -V: %s)", got, err, want, out)
 	}
-	if out, err := exec.Command("iptables-legacy", "-A", "INPUT", "-s", "192.0.2.1", "-j", "ACCEPT").CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
+	if d := dumped(); want == iptables.VariantNFT && d != "" {
+		t.Errorf("with no legacy rule and iptables -V naming nf_tables, DetectVariant dumped the nft tables:\n%s", d)
 	}
-	defer exec.Command("iptables-legacy", "-D", "INPUT", "-s", "192.0.2.1", "-j", "ACCEPT").Run()
+	rule := func(bin, op, src string) {
+		t.Helper()
+		if out, err := exec.Command(bin, op, "INPUT", "-s", src, "-j", "ACCEPT").CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v: %s", bin, op, err, out)
+		}
+	}
+	rule("iptables-legacy", "-A", "192.0.2.1")
+	defer rule("iptables-legacy", "-D", "192.0.2.1")
 	if got, err := iptables.DetectVariant(ctx); err != nil || got != iptables.VariantLegacy {
 		t.Fatalf("DetectVariant with a legacy rule = %q, %v; want legacy", got, err)
+	}
+	if d := dumped(); d == "" {
+		t.Error("with a legacy rule, DetectVariant did not count the nft rules")
+	}
+	rule("iptables-nft", "-A", "192.0.2.2")
+	defer rule("iptables-nft", "-D", "192.0.2.2")
+	rule("iptables-nft", "-A", "192.0.2.3")
+	defer rule("iptables-nft", "-D", "192.0.2.3")
+	if got, err := iptables.DetectVariant(ctx); err != nil || got != iptables.VariantNFT {
+		t.Fatalf("DetectVariant with 2 nft rules and 1 legacy rule = %q, %v; want nft", got, err)
 	}
 }
 
