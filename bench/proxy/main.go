@@ -370,7 +370,6 @@ func newBackend(ctx context.Context, backend, variant, mode string, logger *slog
 		return fail(fmt.Errorf("unknown backend %q", backend))
 	}
 	return b, elements, version, nil
-
 }
 
 func measure(backend, variant, mode string, n, eps, changes int) result {

@@ -119,22 +119,24 @@ func DetectVariant(ctx context.Context) (Variant, error) {
 		return n, found
 	}
 	nLegacy, okLegacy := count(VariantLegacy)
-	if nLegacy == 0 && reportsNFT(ctx) && nftWorks(ctx) {
+	if nLegacy == 0 && nftWorks(ctx) {
 		// With no legacy rule, the nft rules are only counted against
 		// what "iptables -V" reports (below); when that is nf_tables the
 		// answer is nft either way, so the dump of every nft table (over a
 		// second with 10k Services' rules, on every agent start and every
 		// switch to this mode) is skipped.
-		return VariantNFT, nil
+		if v, err := reportedVariant(ctx); err == nil && v == VariantNFT {
+			return VariantNFT, nil
+		}
 	}
 	nNFT, okNFT := count(VariantNFT)
 	switch {
 	case !okNFT && !okLegacy:
-		out, err := exec.CommandContext(ctx, "iptables", "-V").Output()
+		v, err := reportedVariant(ctx)
 		if err != nil {
 			return "", fmt.Errorf("iptables: no iptables binaries found: %w", err)
 		}
-		return versionVariant(string(out)), nil
+		return v, nil
 	case !okLegacy:
 		return VariantNFT, nil
 	case !okNFT:
@@ -144,17 +146,19 @@ func DetectVariant(ctx context.Context) (Variant, error) {
 	case nNFT > nLegacy:
 		return VariantNFT, nil
 	}
-	out, err := exec.CommandContext(ctx, "iptables", "-V").Output()
-	if err != nil {
-		return VariantNFT, nil
+	if v, err := reportedVariant(ctx); err == nil {
+		return v, nil
 	}
-	return versionVariant(string(out)), nil
+	return VariantNFT, nil
 }
 
-// reportsNFT reports whether "iptables -V" names nf_tables.
-func reportsNFT(ctx context.Context) bool {
+// reportedVariant is the variant "iptables -V" names.
+func reportedVariant(ctx context.Context) (Variant, error) {
 	out, err := exec.CommandContext(ctx, "iptables", "-V").Output()
-	return err == nil && versionVariant(string(out)) == VariantNFT
+	if err != nil {
+		return "", err
+	}
+	return versionVariant(string(out)), nil
 }
 
 // nftWorks reports whether an nft-based iptables binary can read the

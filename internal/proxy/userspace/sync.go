@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -95,7 +96,7 @@ func (b *Backend) Sync(ctx context.Context, st *proxy.State) error {
 	// the API server's watch), one rewrite costs less than the deltas.
 	most := len(st.Changed) > max(len(b.plans), len(st.Services))/2
 	if !st.Full && b.initialized && gfp == b.global && !most {
-		if err, done := b.syncPartial(ctx, st); done {
+		if done, err := b.syncPartial(ctx, st); done {
 			return err
 		}
 	}
@@ -144,13 +145,7 @@ func (b *Backend) syncFull(ctx context.Context, st *proxy.State, rs *ruleset, gf
 			}
 		}
 	}
-	b.closeListeners(st, p, func(yield func(lnKey) bool) {
-		for k := range b.listeners {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	b.closeListeners(st, p, maps.Keys(b.listeners))
 	if len(errs) > 0 {
 		b.last, b.global = "", "" // rewrite next time, with the missing listeners
 	}
@@ -160,7 +155,7 @@ func (b *Backend) syncFull(ctx context.Context, st *proxy.State, rs *ruleset, gf
 // syncPartial plans the changed service ports and writes the difference
 // their elements make. It reports done false, having changed nothing in
 // the table, when a key with conflicting owners is involved.
-func (b *Backend) syncPartial(ctx context.Context, st *proxy.State) (err error, done bool) {
+func (b *Backend) syncPartial(ctx context.Context, st *proxy.State) (done bool, err error) {
 	names := slices.SortedFunc(maps.Keys(st.Changed), proxy.CompareServicePortNames)
 	p := newPlan()
 	for _, n := range names {
@@ -209,7 +204,7 @@ func (b *Backend) syncPartial(ctx context.Context, st *proxy.State) (err error, 
 	keys := slices.Sorted(maps.Keys(after))
 	for _, k := range keys {
 		if after[k].conflict {
-			return nil, false
+			return false, nil
 		}
 	}
 
@@ -233,7 +228,7 @@ func (b *Backend) syncPartial(ctx context.Context, st *proxy.State) (err error, 
 	if ops > 0 {
 		if err := b.nft.Run(ctx, tx); err != nil {
 			b.last, b.global = "", "" // the next sync is full
-			return errors.Join(append(errs, fmt.Errorf("userspace: sync %s table: %w", b.ipX(), err))...), true
+			return true, errors.Join(append(errs, fmt.Errorf("userspace: sync %s table: %w", b.ipX(), err))...)
 		}
 		b.last = "" // the whole-table fingerprint is not kept up to date
 	}
@@ -264,7 +259,7 @@ func (b *Backend) syncPartial(ctx context.Context, st *proxy.State) (err error, 
 	if len(errs) > 0 {
 		b.global = "" // the next sync is full, with the missing listeners
 	}
-	return errors.Join(errs...), true
+	return true, errors.Join(errs...)
 }
 
 // planService adds service port n's listeners and elements to p.
@@ -394,7 +389,7 @@ func (b *Backend) openListeners(p *plan) []error {
 // when endpoints come back the same port must serve them again (a new port
 // would leave those clients stuck on the old one for as long as they keep
 // sending).
-func (b *Backend) closeListeners(st *proxy.State, p *plan, candidates func(yield func(lnKey) bool)) {
+func (b *Backend) closeListeners(st *proxy.State, p *plan, candidates iter.Seq[lnKey]) {
 	var gone []lnKey
 	for k := range candidates {
 		if _, ok := p.wants[k]; ok {
