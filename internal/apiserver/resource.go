@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/managedfields"
-	"k8s.io/client-go/applyconfigurations"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/svcnet/svcnet/internal/registry"
@@ -129,10 +128,6 @@ func (s *Server) newFieldManager(gvk schema.GroupVersionKind, subresource string
 		return nil, fmt.Errorf("apiserver: field manager for %s: %w", gvk, err)
 	}
 	return fm, nil
-}
-
-func newTypeConverter(scheme *runtime.Scheme) managedfields.TypeConverter {
-	return applyconfigurations.NewTypeConverter(scheme)
 }
 
 // key is the storage key of one object.
