@@ -62,7 +62,7 @@ etcd_url="https://127.0.0.1:$etcd_client_port"
 server_desc="bin/svcnet server, embedded etcd (fsync on, mutual TLS on loopback), $controllers_desc"
 
 echo "bench: starting svcnet server on 127.0.0.1:$api_port (data $data; $controllers_desc)" >&2
-bin/svcnet server \
+env ${SERVER_ENV:-} bin/svcnet server \
 	--data-dir "$data" \
 	--bind-address 127.0.0.1 \
 	--secure-port "$api_port" \

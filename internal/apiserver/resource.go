@@ -122,8 +122,14 @@ func fieldLabelsOf(k *registry.Kind) (labels map[string]bool, err error) {
 	return labels, nil
 }
 
+// newFieldManager builds the field manager of one kind (or subresource).
+// Like kube-apiserver's, it converts objects with the unsafe converter: an
+// object already in the kind's version is used as it is (only its TypeMeta
+// set) instead of deep-copied, twice per write. The objects it gets are the
+// request's own (a decoded body, a fresh New(), a private copy of the
+// stored object), never shared ones.
 func (s *Server) newFieldManager(gvk schema.GroupVersionKind, subresource string, reset map[fieldpath.APIVersion]fieldpath.Filter) (*managedfields.FieldManager, error) {
-	fm, err := managedfields.NewDefaultFieldManager(s.typeConverter, s.scheme, s.scheme, s.scheme, gvk, gvk.GroupVersion(), subresource, reset)
+	fm, err := managedfields.NewDefaultFieldManager(s.typeConverter, runtime.UnsafeObjectConvertor(s.scheme), s.scheme, s.scheme, gvk, gvk.GroupVersion(), subresource, reset)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: field manager for %s: %w", gvk, err)
 	}
