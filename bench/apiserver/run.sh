@@ -9,6 +9,8 @@
 # failed); non-zero only when the server could not be built, started or
 # reached. Extra arguments are passed to the bench program, e.g.
 #   bash bench/apiserver/run.sh -services 2000 -rate-duration 4s
+# SERVER_ENV adds environment variables to the server alone (not to the
+# bench client), e.g. SERVER_ENV="GOGC=200 GODEBUG=gctrace=1".
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
