@@ -20,8 +20,14 @@ import (
 
 // rawPrefix is where the raw put measurement writes. It sits beside the API
 // server's /registry/ tree (same depth, similar length) so the server never
-// sees these keys as objects.
-const rawPrefix = "/registry-bench/core/services/bench/"
+// sees these keys as objects. rawAllocPrefix holds the allocation keys of
+// the create-shaped transactions. Both are under rawRoot, which is deleted
+// after every row.
+const (
+	rawRoot        = "/registry-bench/"
+	rawPrefix      = rawRoot + "core/services/bench/"
+	rawAllocPrefix = rawRoot + "allocations/clusterips/"
+)
 
 // rateResult is one measured write rate.
 type rateResult struct {
@@ -156,9 +162,32 @@ func rawPuts(ctx context.Context, c *clientv3.Client, conc, maxOps int, dur time
 	})
 }
 
-// cleanRaw deletes every key the raw measurement wrote.
+// rawCreateTxns measures, like rawPuts, etcd transactions of the shape the
+// API server writes for a ClusterIP Service create: the object key and its
+// ClusterIP's allocation key, each created only if absent (create revision
+// 0), and on failure a read of both (what the server does to find which
+// one was taken). The two keys get values the size of what the server
+// stored. No API server can create such Services faster than etcd commits
+// these transactions.
+func rawCreateTxns(ctx context.Context, c *clientv3.Client, conc, maxOps int, dur time.Duration, tag string, value, allocValue []byte) rateResult {
+	return runWorkers(ctx, conc, maxOps, dur, func(ctx context.Context, w, seq int) error {
+		obj := fmt.Sprintf("%s%s-%06d", rawPrefix, tag, seq)
+		alloc := fmt.Sprintf("%s%s-%06d", rawAllocPrefix, tag, seq)
+		r, err := c.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(obj), "=", 0), clientv3.Compare(clientv3.CreateRevision(alloc), "=", 0)).
+			Then(clientv3.OpPut(obj, string(value)), clientv3.OpPut(alloc, string(allocValue))).
+			Else(clientv3.OpGet(obj), clientv3.OpGet(alloc)).
+			Commit()
+		if err == nil && !r.Succeeded {
+			err = fmt.Errorf("bench: create txn on %s: a key already exists", obj)
+		}
+		return err
+	})
+}
+
+// cleanRaw deletes every key the raw measurements wrote.
 func cleanRaw(ctx context.Context, c *clientv3.Client) error {
-	_, err := c.Delete(ctx, rawPrefix, clientv3.WithPrefix())
+	_, err := c.Delete(ctx, rawRoot, clientv3.WithPrefix())
 	return err
 }
 

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcnet/svcnet/internal/apiserver"
+	"github.com/svcnet/svcnet/internal/registry/service"
 )
 
 const (
@@ -32,13 +35,16 @@ const (
 type rates struct {
 	existing int
 	conc     int
-	raw, api rateResult
-	// rawCPU and apiCPU are the server process's CPU time (user+system)
-	// during each measurement; with the embedded etcd that includes etcd.
-	rawCPU, apiCPU time.Duration
-	// rawSelf and apiSelf are the bench process's own CPU time (the
-	// clients; with -own-etcd-dir also that etcd).
-	rawSelf, apiSelf time.Duration
+	// raw are plain puts, txn create-shaped transactions (rawCreateTxns),
+	// api Service creates.
+	raw, txn, api rateResult
+	// rawCPU, txnCPU and apiCPU are the server process's CPU time
+	// (user+system) during each measurement; with the embedded etcd that
+	// includes etcd.
+	rawCPU, txnCPU, apiCPU time.Duration
+	// rawSelf, txnSelf and apiSelf are the bench process's own CPU time
+	// (the clients; with -own-etcd-dir also that etcd).
+	rawSelf, txnSelf, apiSelf time.Duration
 	// deleted Services were removed after the row in deleteTook.
 	deleted    int
 	deleteTook time.Duration
@@ -88,6 +94,10 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if err != nil {
 		return err
 	}
+	allocValue, err := sampleAllocValue(ctx, ec, admin[0], nsWarm, "warm-000000")
+	if err != nil {
+		return err
+	}
 	res := &results{server: o.serverDesc, etcdWhere: etcdWhere, valueFrom: valueFrom, valueLen: len(value), loadStart: loadStart,
 		warmOK: warm.ok, rssStart: readRSS(o.serverPID), rssAtN: noRSS, rssEnd: noRSS, phases: ph.t}
 
@@ -116,12 +126,16 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 				srv0, self0 := procCPU(o.serverPID), selfCPU()
 				r.raw.merge(rawPuts(ctx, ec, c.n, maxOps, slice, tag, value))
 				srv1, self1 := procCPU(o.serverPID), selfCPU()
-				r.api.merge(apiCreates(ctx, c.cs, ns, tag, maxOps, slice))
+				r.txn.merge(rawCreateTxns(ctx, ec, c.n, maxOps, slice, tag+"-txn", value, allocValue))
 				srv2, self2 := procCPU(o.serverPID), selfCPU()
+				r.api.merge(apiCreates(ctx, c.cs, ns, tag, maxOps, slice))
+				srv3, self3 := procCPU(o.serverPID), selfCPU()
 				r.rawCPU += srv1 - srv0
-				r.apiCPU += srv2 - srv1
+				r.txnCPU += srv2 - srv1
+				r.apiCPU += srv3 - srv2
 				r.rawSelf += self1 - self0
-				r.apiSelf += self2 - self1
+				r.txnSelf += self2 - self1
+				r.apiSelf += self3 - self2
 			}
 			t0 := time.Now()
 			if err := cleanRaw(ctx, ec); err != nil {
@@ -225,6 +239,22 @@ func sampleValue(ctx context.Context, ec *clientv3.Client, cs kubernetes.Interfa
 		return nil, "", fmt.Errorf("bench: encode sample service: %w", err)
 	}
 	return buf.Bytes(), "protobuf encoding of a created Service; " + key + " not found in etcd", nil
+}
+
+// sampleAllocValue returns what the server stored at the ClusterIP
+// allocation key of the Service ns/name, or failing that (another key
+// layout) a value of the same form.
+func sampleAllocValue(ctx context.Context, ec *clientv3.Client, cs kubernetes.Interface, ns, name string) ([]byte, error) {
+	s, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: get sample service: %w", err)
+	}
+	if ip, err := netip.ParseAddr(s.Spec.ClusterIP); err == nil {
+		if r, err := ec.Get(ctx, service.ClusterIPKey(ip)); err == nil && len(r.Kvs) == 1 {
+			return r.Kvs[0].Value, nil
+		}
+	}
+	return json.Marshal(service.Owner{Namespace: ns, Name: name, UID: s.UID})
 }
 
 // rawEtcd connects to the etcd for the raw put rate: the server's, or a
