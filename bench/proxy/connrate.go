@@ -8,12 +8,20 @@ package main
 // Inside a private network namespace (unshare --net --mount) the root
 // namespace is the node, with two pod namespaces routed through it:
 //
-//	cli (10.244.1.100) ── node (forwarding; the backend's rules) ── srv (10.244.2.2:8080, :8081)
+//	cli (10.244.1.100) ── node (forwarding; the backend's rules) ── srv (10.244.2.2:8080, :8081, :8082)
 //
 // A client goroutine locked into cli opens TCP connections one after the
 // other (connect, then close with RST so neither side keeps TIME_WAIT) to
-// srv directly — a non-service destination, which must not pay for the
-// installed services — and to a ClusterIP whose one endpoint is srv. With
+// srv directly (port 8082) — a non-service destination, which must not pay
+// for the installed services — and to a ClusterIP whose one endpoint is
+// srv:8080. The two targets are different server ports on purpose: the
+// dead conntrack entries one target's connections leave (CLOSE, 10 s; the
+// client cycles through its ephemeral ports in about a second) would
+// otherwise hold the reply tuples (srv:8080 → cli:port) the other
+// target's new connections need, and netfilter would source-port-remap
+// them. Measured with one port for both: half of all entries remapped,
+// ClusterIP connections twice as often as direct ones, a cost no real
+// client pays and one that skewed the ratio against the ClusterIP. With
 // the services installed, the rate is measured for -connrate-seconds per
 // round, rounds alternating between the two targets; the median is
 // reported. With the first installation, one bulk TCP stream (256 KiB
@@ -51,12 +59,13 @@ import (
 )
 
 const (
-	crClient   = "10.244.1.100"
-	crServer   = "10.244.2.2"
-	crPort     = 8080
-	crBulkPort = 8081
-	crVIP      = "10.96.200.1"
-	crGateway  = "169.254.1.1"
+	crClient     = "10.244.1.100"
+	crServer     = "10.244.2.2"
+	crPort       = 8080 // the ClusterIP's endpoint
+	crBulkPort   = 8081
+	crDirectPort = 8082 // the direct target (see the package comment)
+	crVIP        = "10.96.200.1"
+	crGateway    = "169.254.1.1"
 	// crTputRounds bulk-stream rounds per target.
 	crTputRounds = 9
 	crNodeName   = "node-0"
@@ -130,20 +139,22 @@ func connRateChild(backend, variant string, scales []int, seconds float64, round
 	if err := crLab(); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	ln, err := crListen(crPort)
-	if err != nil {
-		return nil, err
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
+	for _, port := range []int{crPort, crDirectPort} {
+		ln, err := crListen(port)
+		if err != nil {
+			return nil, err
 		}
-	}()
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
 	bulk, err := crListen(crBulkPort)
 	if err != nil {
 		return nil, err
@@ -172,7 +183,7 @@ func connRateChild(backend, variant string, scales []int, seconds float64, round
 	res := &connRateResult{Backend: name, Seconds: seconds, Rounds: rounds, LoadBefore: loadAvg()}
 	defer func() { res.LoadAfter = loadAvg() }()
 	dur := time.Duration(seconds * float64(time.Second))
-	direct := netip.AddrPortFrom(netip.MustParseAddr(crServer), crPort)
+	direct := netip.AddrPortFrom(netip.MustParseAddr(crServer), crDirectPort)
 	viaVIP := netip.AddrPortFrom(netip.MustParseAddr(crVIP), 80)
 	for i, n := range scales {
 		fmt.Fprintf(os.Stderr, "bench/proxy: connection rate, %s, %d services ...\n", name, n)
