@@ -125,6 +125,13 @@ func main() {
 	if *connRate {
 		*what = "connrate"
 	}
+	if *child == "crserver" {
+		if err := crServe(); err != nil {
+			fmt.Fprintln(os.Stderr, "connection-rate bench server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *child == "connrate" {
 		scales, err := parseCounts(*crServices)
 		if err != nil {

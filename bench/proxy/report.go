@@ -124,6 +124,6 @@ func reportMode(w io.Writer, backend string, rs []result, cr *connRateResult) {
 	if cr != nil {
 		fmt.Fprintf(w, "connection rates: one client loop, median of %d rounds of %gs; throughput: one stream, median of %d rounds.\n", cr.Rounds, cr.Seconds, crTputRounds)
 		fmt.Fprintln(w, "ClusterIP ratios: median of per-round ratios (each ClusterIP round against the direct round just before it).")
-		fmt.Fprintf(w, "machine load average (1 min) %.1f before, %.1f after: other work on the machine skews every figure; per-round figures are on stderr.\n", cr.LoadBefore, cr.LoadAfter)
+		fmt.Fprintf(w, "machine load average (1 min) %.1f before, %.1f after; CPU steal %.1f%%: other work on the machine (or the VM's host) skews every figure; per-round figures are on stderr.\n", cr.LoadBefore, cr.LoadAfter, cr.StealPct)
 	}
 }
