@@ -31,7 +31,12 @@ package main
 // client pays and one that skewed the ratio against the ClusterIP. With
 // the services installed, the rate is measured for -connrate-seconds per
 // round, rounds alternating between the two targets; the median is
-// reported. With the first installation, one bulk TCP stream (256 KiB
+// reported. A third round in each, the control, dials the same server
+// address from ccli, a copy of cli, through cnode, a copy of the node
+// without rules, to csrv, a copy of srv: the installations of 10 and 10k
+// services are minutes apart, and on a VM the machine's speed drifts
+// between them (seen: every rate 20% lower for a minute, with no CPU
+// steal reported), so the non-service verdict compares direct/control. With the first installation, one bulk TCP stream (256 KiB
 // writes; the server discards) runs for the same time per round, to
 // srv:8081 directly and through the ClusterIP's port 81 (crTputRounds
 // each, alternating; the median is reported). The client, the server and
@@ -92,9 +97,15 @@ type crRow struct {
 	// share the machine's load of the moment, so the ratio is steadier
 	// than the ratio of the medians.
 	PairRatio float64 `json:"pair_ratio"`
-	// Rounds are the per-round rates, direct and ClusterIP.
-	DirectRounds []float64 `json:"direct_rounds"`
-	VIPRounds    []float64 `json:"vip_rounds"`
+	// DirectPerControl is the median over rounds of direct/control, each
+	// direct round against the control round of the same round (ccli →
+	// cnode → csrv, no rules): the non-service rate in units of the
+	// machine's speed of the moment.
+	DirectPerControl float64 `json:"direct_per_control"`
+	// Rounds are the per-round rates: direct, ClusterIP and control.
+	DirectRounds  []float64 `json:"direct_rounds"`
+	VIPRounds     []float64 `json:"vip_rounds"`
+	ControlRounds []float64 `json:"control_rounds"`
 }
 
 // connRateResult is what the connrate child reports (JSON on stdout).
@@ -153,11 +164,16 @@ func connRateChild(backend, variant string, scales []int, seconds float64, round
 	if err := crLab(); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	stopServer, err := crStartServer()
+	stopServer, err := crStartServer("srv", crServer)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	defer stopServer()
+	stopControl, err := crStartServer("csrv", crServer)
+	if err != nil {
+		return nil, fmt.Errorf("control server: %w", err)
+	}
+	defer stopControl()
 
 	ctx := context.Background()
 	b, name, err := crBackend(ctx, backend, variant)
@@ -184,31 +200,35 @@ func connRateChild(backend, variant string, scales []int, seconds float64, round
 			return nil, fmt.Errorf("sync %d services: %w", n, err)
 		}
 		fmt.Fprintf(os.Stderr, "bench/proxy:   synced in %s\n", time.Since(start).Round(time.Millisecond))
-		var d, v []float64
+		var d, v, c []float64
 		errs := 0
+		// Each round dials direct and via the ClusterIP from cli, then
+		// direct from ccli (the control: no rules on its path).
+		targets := []struct {
+			ns     string
+			target netip.AddrPort
+			rates  *[]float64
+		}{{"cli", direct, &d}, {"cli", viaVIP, &v}, {"ccli", direct, &c}}
 		// Warm-up (caches, conntrack, the scheduler), not counted.
-		for _, target := range []netip.AddrPort{direct, viaVIP} {
-			if _, _, err := crRate(target, dur/4); err != nil {
+		for _, t := range targets {
+			if _, _, err := crRate(t.ns, t.target, dur/4); err != nil {
 				return nil, err
 			}
 		}
 		for range rounds {
-			for _, target := range []netip.AddrPort{direct, viaVIP} {
-				rate, e, err := crRate(target, dur)
+			for _, t := range targets {
+				rate, e, err := crRate(t.ns, t.target, dur)
 				if err != nil {
 					return nil, err
 				}
+				*t.rates = append(*t.rates, rate)
 				errs += e
-				if target == direct {
-					d = append(d, rate)
-				} else {
-					v = append(v, rate)
-				}
 			}
 		}
-		fmt.Fprintf(os.Stderr, "bench/proxy:   rounds: direct %.0f, ClusterIP %.0f conn/s\n", d, v)
+		fmt.Fprintf(os.Stderr, "bench/proxy:   rounds: direct %.0f, ClusterIP %.0f, control %.0f conn/s\n", d, v, c)
 		res.Rows = append(res.Rows, crRow{Services: n, Direct: median(d), ViaVIP: median(v), Errs: errs,
-			PairRatio: median(ratios(v, d)), DirectRounds: d, VIPRounds: v})
+			PairRatio: median(ratios(v, d)), DirectPerControl: median(ratios(d, c)),
+			DirectRounds: d, VIPRounds: v, ControlRounds: c})
 		if i == 0 {
 			// Throughput does not depend on the number of services:
 			// measured once, with the first installation.
@@ -362,17 +382,15 @@ func crState(n int) *proxy.State {
 	return st
 }
 
-// crStartServer runs the server pod: this binary as `-child crserver`,
-// entered into srv's network namespace, as a process of its own the way a
-// pod is. (Served from goroutines of the measuring process, its accepts
-// and the client's dials were woken by one Go scheduler, which coupled the
-// two ends' timing.) The returned stop closes its stdin, which ends it.
-func crStartServer() (stop func(), err error) {
+// crStartServer runs a server (crServe): this binary as `-child crserver`,
+// entered into network namespace netns, listening on addr. The returned
+// stop closes its stdin, which ends it.
+func crStartServer(netns, addr string) (stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("nsenter", "--net=/run/netns/srv", self, "-child", "crserver")
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+netns, self, "-child", "crserver", "-crserver-addr", addr)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -394,13 +412,13 @@ func crStartServer() (stop func(), err error) {
 	return stop, nil
 }
 
-// crServe is the server pod (-child crserver, inside srv): it accepts and
-// closes connections on the ClusterIP endpoint's port and the direct port,
+// crServe is a server (-child crserver): on addr it accepts and closes
+// connections on the ClusterIP endpoint's port and the direct port,
 // discards bulk streams on crBulkPort, prints "ready" once listening, and
 // returns when its stdin closes.
-func crServe() error {
+func crServe(addr string) error {
 	for _, port := range []int{crPort, crDirectPort, crBulkPort} {
-		ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", crServer, port))
+		ln, err := net.Listen("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		if err != nil {
 			return err
 		}
@@ -427,7 +445,9 @@ func crServe() error {
 	return nil
 }
 
-// crLab builds cli and srv, routed through this namespace.
+// crLab builds cli and srv, routed through this namespace, and the
+// control: ccli and csrv, the same pods with the same addresses, routed
+// through cnode, which has no rules.
 func crLab() error {
 	run := func(args ...string) error {
 		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -445,28 +465,50 @@ func crLab() error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return err
 	}
-	cmds := [][]string{{"ip", "link", "set", "lo", "up"}}
-	for _, p := range []struct{ ns, ip string }{{"cli", crClient}, {"srv", crServer}} {
-		host := "v" + p.ns
-		cmds = append(cmds,
-			[]string{"ip", "netns", "add", p.ns},
-			[]string{"ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns},
-			[]string{"ip", "-n", p.ns, "link", "set", "lo", "up"},
-			[]string{"ip", "-n", p.ns, "addr", "add", p.ip + "/32", "dev", "eth0"},
-			[]string{"ip", "-n", p.ns, "link", "set", "eth0", "up"},
-			[]string{"ip", "-n", p.ns, "route", "add", crGateway + "/32", "dev", "eth0", "scope", "link"},
-			[]string{"ip", "-n", p.ns, "route", "add", "default", "via", crGateway, "dev", "eth0", "onlink"},
-			[]string{"ip", "addr", "add", crGateway + "/32", "dev", host},
-			[]string{"ip", "link", "set", host, "up"},
-			[]string{"ip", "route", "add", p.ip + "/32", "dev", host, "scope", "link"},
-		)
+	cmds := [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		// The control: the same two pods behind a node of their own
+		// that has no rules.
+		{"ip", "netns", "add", "cnode"},
+		{"ip", "-n", "cnode", "link", "set", "lo", "up"},
+		{"nsenter", "--net=/run/netns/cnode", "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
 	}
+	cmds = append(cmds, crPods("", "")...)
+	cmds = append(cmds, crPods("cnode", "c")...)
 	for _, c := range cmds {
 		if err := run(c...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// crPods returns the commands that attach pods prefix+"cli" and
+// prefix+"srv" to the node namespace node ("" for this one).
+func crPods(node, prefix string) [][]string {
+	onNode := func(args ...string) []string {
+		if node == "" {
+			return append([]string{"ip"}, args...)
+		}
+		return append([]string{"ip", "-n", node}, args...)
+	}
+	var cmds [][]string
+	for _, p := range []struct{ ns, ip string }{{prefix + "cli", crClient}, {prefix + "srv", crServer}} {
+		host := "v" + p.ns
+		cmds = append(cmds,
+			[]string{"ip", "netns", "add", p.ns},
+			onNode("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns),
+			[]string{"ip", "-n", p.ns, "link", "set", "lo", "up"},
+			[]string{"ip", "-n", p.ns, "addr", "add", p.ip + "/32", "dev", "eth0"},
+			[]string{"ip", "-n", p.ns, "link", "set", "eth0", "up"},
+			[]string{"ip", "-n", p.ns, "route", "add", crGateway + "/32", "dev", "eth0", "scope", "link"},
+			[]string{"ip", "-n", p.ns, "route", "add", "default", "via", crGateway, "dev", "eth0", "onlink"},
+			onNode("addr", "add", crGateway+"/32", "dev", host),
+			onNode("link", "set", host, "up"),
+			onNode("route", "add", p.ip+"/32", "dev", host, "scope", "link"),
+		)
+	}
+	return cmds
 }
 
 // inNetns runs fn on a thread switched into netns name; the thread is
@@ -521,14 +563,14 @@ func crThroughput(target netip.AddrPort, d time.Duration) (float64, error) {
 
 // crRate dials target from cli for d and returns connections per second
 // and the number of failed dials.
-func crRate(target netip.AddrPort, d time.Duration) (float64, int, error) {
+func crRate(ns string, target netip.AddrPort, d time.Duration) (float64, int, error) {
 	// The backend's records of 10k services live in this process: keep
 	// the garbage collector from marking them on the client's CPU time.
 	runtime.GC()
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	var n, fails int
 	var elapsed time.Duration
-	err := inNetns("cli", func() error {
+	err := inNetns(ns, func() error {
 		start := time.Now()
 		for time.Since(start) < d {
 			c, err := net.DialTimeout("tcp", target.String(), time.Second)
