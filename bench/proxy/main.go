@@ -44,7 +44,7 @@
 // Figures without a goal show "—". It is a report: missed goals print
 // MISS and the exit status stays 0; it is non-zero only when a measurement
 // could not run. Run as root (`make bench` runs it with the defaults;
-// about 7-9 minutes, mostly the iptables mode's 10k-service restores):
+// about 10 minutes: the iptables mode's 10k-service restores and the connection-rate rounds):
 //
 //	go run ./bench/proxy [-backend nftables,iptables,userspace,bare-nat] [-what sync,connrate]
 //	    [-services 1000,10000] [-endpoints 10] [-changes 50] [-modes kernel,fake]
