@@ -655,3 +655,72 @@ func TestSwitchBackToDrainingUserspace(t *testing.T) {
 		t.Errorf("iptables chains remain after Cleanup: %v", v.kubeChains)
 	}
 }
+
+// TestSwitchToUserspaceKeepsStreamOnSharedPort: a stream a kernel mode
+// DNATed (client:S → ClusterIP → backend) survives a switch to userspace
+// while the userspace proxy opens transparent connections (from the
+// client's address) to every backend. Once the mode's listeners are
+// bound, the node's ephemeral port range is made S alone: a proxy that
+// let the kernel pick its source port got client:S to the stream's
+// backend, the stream's replies met the proxy's socket in the kernel's
+// early demux, and the stream stalled (3 runs of 3; CI once saw
+// TestSwitchKeepsConnections stall that way by chance). The proxy now
+// draws its ports above the default range (userspace.tpPortLow).
+func TestSwitchToUserspaceKeepsStreamOnSharedPort(t *testing.T) {
+	sl := newSwitchLab(t)
+	ctx := context.Background()
+	addr := fmt.Sprintf("%s:%d", vip, vipPort)
+	sw, err := modes.NewSwitcher(modes.NFTables, switchOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sw.Cleanup(context.Background()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := sw.Sync(ctx, serviceState(1)); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	s := openStream(ctx, t, sl.client, "opened under nftables", addr)
+	s.progress(t, 20)
+	port := s.conn.LocalAddr().(*net.TCPAddr).Port
+
+	if _, err := sw.SetMode(modes.Userspace); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Sync(ctx, serviceState(2)); err != nil {
+		t.Fatalf("sync switching to userspace: %v", err)
+	}
+	// After the switch: the userspace listeners took their ports from the
+	// range already.
+	const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
+	var saved []byte
+	if err := sl.lab.Root().Do(func() error {
+		var err error
+		if saved, err = os.ReadFile(rangeFile); err != nil {
+			return err
+		}
+		return os.WriteFile(rangeFile, fmt.Appendf(nil, "%d %d", port, port), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sl.lab.Root().Do(func() error { return os.WriteFile(rangeFile, saved, 0o644) })
+	})
+
+	// One proxied connection per backend (round robin), held open: one of
+	// them is the proxy's client:S → the stream's backend.
+	var proxied []*stream
+	for i := range backendIPs {
+		p := openStream(ctx, t, sl.client, fmt.Sprintf("proxied %d", i), addr)
+		p.progress(t, 5)
+		proxied = append(proxied, p)
+	}
+	s.progress(t, 50)
+	for _, p := range proxied {
+		p.progress(t, 5)
+		p.close(t)
+	}
+	s.close(t)
+}

@@ -352,16 +352,27 @@ func (l *listener) transparentFor(client netip.Addr, ep netip.AddrPort) bool {
 // true).
 func (l *listener) dial(ctx context.Context, network string, client netip.Addr, ep *endpoint) (_ net.Conn, tp bool, _ error) {
 	d := net.Dialer{Timeout: l.set.dialTimeout}
-	if tp = l.transparentFor(client, ep.addr); tp {
-		d.LocalAddr = localAddrFor(network, client)
+	tp = l.transparentFor(client, ep.addr)
+	if tp {
 		d.Control = setTransparent
 	}
 	var c net.Conn
-	err := l.set.netns.do(func() error {
-		var err error
-		c, err = d.DialContext(ctx, network, ep.addr.String())
-		return err
-	})
+	var err error
+	for try := 0; try < tpPortTries; try++ {
+		if tp {
+			d.LocalAddr = localAddrFor(network, client)
+		}
+		err = l.set.netns.do(func() error {
+			var err error
+			c, err = d.DialContext(ctx, network, ep.addr.String())
+			return err
+		})
+		// A transparent TCP source port is drawn at random (see
+		// tpPortLow): another draw when it is taken.
+		if !tp || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
+			break
+		}
+	}
 	return c, tp, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -117,16 +118,33 @@ func (b *Backend) cleanupPolicyRouting() error {
 	return errors.Join(errs...)
 }
 
-// setTransparent is a Dialer.Control that sets IP_TRANSPARENT (or
-// IPV6_TRANSPARENT) before the socket binds the client's address.
+// Transparent TCP connections take their source port at random from
+// [tpPortLow, tpPortHigh], above Linux's default ephemeral range
+// (32768-60999), which pods keep. The kernel would pick a port among the
+// node's own sockets only, and so could pick the port of a connection the
+// client itself has open to the same endpoint — forwarded pod to pod, or
+// DNATed by a kernel mode before a switch to this one. The endpoint's
+// replies on that connection would then meet the proxy's socket in the
+// kernel's early demux and be delivered to it, and the client's
+// connection would stall (TestSwitchToUserspaceKeepsStreamOnSharedPort).
+// A client port in this range is still possible (a client that binds it,
+// or a pod with a wider range), only not by default.
 //
-// TCP sockets also get IP_BIND_ADDRESS_NO_PORT: the bind then takes the
-// address only, and connect picks the source port for the whole 4-tuple.
-// A bind to "client:0" would have to find a port free for that address
-// alone, scanning the ephemeral range for a port without conflicts — and
-// the listeners of a node with many services hold a good part of that
-// range (measured: with 10k services the scan's conflict checks halved the
-// mode's new-connection rate).
+// The bind is to an explicit port with SO_REUSEADDR, so sockets to
+// different endpoints may share it and connect fails only when the whole
+// 4-tuple is taken; dial then tries another port. Neither needs a scan of
+// the range (a bind to "client:0" would scan the ephemeral range for a
+// port free for the address alone; the listeners of a node with many
+// services hold a good part of it: measured, with 10k services that scan
+// halved the mode's new-connection rate).
+const (
+	tpPortLow, tpPortHigh = 61000, 65535
+	tpPortTries           = 8
+)
+
+// setTransparent is a Dialer.Control that sets IP_TRANSPARENT (or
+// IPV6_TRANSPARENT) before the socket binds the client's address, and for
+// TCP SO_REUSEADDR (see tpPortLow).
 func setTransparent(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
@@ -136,7 +154,7 @@ func setTransparent(network, _ string, c syscall.RawConn) error {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1)
 		}
 		if serr == nil && (network == "tcp4" || network == "tcp6") {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		}
 	})
 	if err != nil {
@@ -146,12 +164,14 @@ func setTransparent(network, _ string, c syscall.RawConn) error {
 }
 
 // localAddrFor returns the address to bind for network when connecting on
-// behalf of client transparently.
+// behalf of client transparently: for TCP with a port drawn from
+// [tpPortLow, tpPortHigh].
 func localAddrFor(network string, client netip.Addr) net.Addr {
 	if network == "udp4" || network == "udp6" {
 		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(client, 0))
 	}
-	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0))
+	port := tpPortLow + rand.IntN(tpPortHigh-tpPortLow+1)
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, uint16(port)))
 }
 
 // netnsHandle pins the network namespace the Backend was created in, when
