@@ -665,7 +665,7 @@ func TestSwitchBackToDrainingUserspace(t *testing.T) {
 // backend, the stream's replies met the proxy's socket in the kernel's
 // early demux, and the stream stalled (3 runs of 3; CI once saw
 // TestSwitchKeepsConnections stall that way by chance). The proxy now
-// draws its ports above the default range (userspace.tpPortLow).
+// draws its ports outside the default range (userspace.tpLowPorts).
 func TestSwitchToUserspaceKeepsStreamOnSharedPort(t *testing.T) {
 	sl := newSwitchLab(t)
 	ctx := context.Background()

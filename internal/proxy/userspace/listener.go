@@ -368,7 +368,7 @@ func (l *listener) dial(ctx context.Context, network string, client netip.Addr, 
 			return err
 		})
 		// A transparent TCP source port is drawn at random (see
-		// tpPortLow): another draw when it is taken.
+		// tpLowPorts): another draw when it is taken.
 		if !tp || !(errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
 			break
 		}

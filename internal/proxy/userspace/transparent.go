@@ -119,32 +119,35 @@ func (b *Backend) cleanupPolicyRouting() error {
 }
 
 // Transparent TCP connections take their source port at random from
-// [tpPortLow, tpPortHigh], above Linux's default ephemeral range
-// (32768-60999), which pods keep. The kernel would pick a port among the
+// outside Linux's default ephemeral range (32768-60999), which pods keep:
+// from 1024-32767 and 61000-65535. The kernel would pick a port among the
 // node's own sockets only, and so could pick the port of a connection the
 // client itself has open to the same endpoint — forwarded pod to pod, or
 // DNATed by a kernel mode before a switch to this one. The endpoint's
 // replies on that connection would then meet the proxy's socket in the
 // kernel's early demux and be delivered to it, and the client's
 // connection would stall (TestSwitchToUserspaceKeepsStreamOnSharedPort).
-// A client port in this range is still possible (a client that binds it,
-// or a pod with a wider range), only not by default.
+// A client port out there is still possible (a client that binds one, or
+// a pod with a wider range), only not by default.
 //
 // The bind is to an explicit port with SO_REUSEADDR, so sockets to
 // different endpoints may share it and connect fails only when the whole
-// 4-tuple is taken; dial then tries another port. Neither needs a scan of
-// the range (a bind to "client:0" would scan the ephemeral range for a
-// port free for the address alone; the listeners of a node with many
-// services hold a good part of it: measured, with 10k services that scan
-// halved the mode's new-connection rate).
+// 4-tuple is taken (by a live or TIME_WAIT socket; the 36k ports give a
+// client and endpoint pair about as many as the kernel's own range did);
+// dial then draws again. Neither needs a scan of the range (a bind to
+// "client:0" would scan the ephemeral range for a port free for the
+// address alone; the listeners of a node with many services hold a good
+// part of it: measured, with 10k services that scan halved the mode's
+// new-connection rate).
 const (
-	tpPortLow, tpPortHigh = 61000, 65535
-	tpPortTries           = 8
+	tpLowPorts  = 32768 - 1024  // 1024-32767
+	tpHighPorts = 65536 - 61000 // 61000-65535
+	tpPortTries = 32
 )
 
 // setTransparent is a Dialer.Control that sets IP_TRANSPARENT (or
 // IPV6_TRANSPARENT) before the socket binds the client's address, and for
-// TCP SO_REUSEADDR (see tpPortLow).
+// TCP SO_REUSEADDR (see tpLowPorts).
 func setTransparent(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
@@ -164,13 +167,16 @@ func setTransparent(network, _ string, c syscall.RawConn) error {
 }
 
 // localAddrFor returns the address to bind for network when connecting on
-// behalf of client transparently: for TCP with a port drawn from
-// [tpPortLow, tpPortHigh].
+// behalf of client transparently: for TCP with a port drawn from outside
+// the default ephemeral range (see tpLowPorts).
 func localAddrFor(network string, client netip.Addr) net.Addr {
 	if network == "udp4" || network == "udp6" {
 		return net.UDPAddrFromAddrPort(netip.AddrPortFrom(client, 0))
 	}
-	port := tpPortLow + rand.IntN(tpPortHigh-tpPortLow+1)
+	port := 1024 + rand.IntN(tpLowPorts+tpHighPorts)
+	if port >= 32768 {
+		port += 61000 - 32768
+	}
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, uint16(port)))
 }
 
