@@ -164,12 +164,12 @@ func connRateChild(backend, variant string, scales []int, seconds float64, round
 	if err := crLab(); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	stopServer, err := crStartServer("srv", crServer)
+	stopServer, err := crStartServer("srv")
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	defer stopServer()
-	stopControl, err := crStartServer("csrv", crServer)
+	stopControl, err := crStartServer("csrv")
 	if err != nil {
 		return nil, fmt.Errorf("control server: %w", err)
 	}
@@ -383,14 +383,14 @@ func crState(n int) *proxy.State {
 }
 
 // crStartServer runs a server (crServe): this binary as `-child crserver`,
-// entered into network namespace netns, listening on addr. The returned
-// stop closes its stdin, which ends it.
-func crStartServer(netns, addr string) (stop func(), err error) {
+// entered into network namespace netns (srv, or the control's csrv). The
+// returned stop closes its stdin, which ends it.
+func crStartServer(netns string) (stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+netns, self, "-child", "crserver", "-crserver-addr", addr)
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+netns, self, "-child", "crserver")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -412,13 +412,13 @@ func crStartServer(netns, addr string) (stop func(), err error) {
 	return stop, nil
 }
 
-// crServe is a server (-child crserver): on addr it accepts and closes
+// crServe is a server (-child crserver): on crServer it accepts and closes
 // connections on the ClusterIP endpoint's port and the direct port,
 // discards bulk streams on crBulkPort, prints "ready" once listening, and
 // returns when its stdin closes.
-func crServe(addr string) error {
+func crServe() error {
 	for _, port := range []int{crPort, crDirectPort, crBulkPort} {
-		ln, err := net.Listen("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
+		ln, err := net.Listen("tcp", net.JoinHostPort(crServer, fmt.Sprint(port)))
 		if err != nil {
 			return err
 		}

@@ -120,14 +120,13 @@ func main() {
 		crServices   = flag.String("connrate-services", "10,10000,10", "with connrate: service counts installed in turn, comma-separated")
 		crSeconds    = flag.Float64("connrate-seconds", 1, "with connrate: seconds per measurement round")
 		crRounds     = flag.Int("connrate-rounds", 15, "with connrate: rounds per target and installation (the median is reported)")
-		crServerAddr = flag.String("crserver-addr", crServer, "internal: with -child crserver, the address to listen on")
 	)
 	flag.Parse()
 	if *connRate {
 		*what = "connrate"
 	}
 	if *child == "crserver" {
-		if err := crServe(*crServerAddr); err != nil {
+		if err := crServe(); err != nil {
 			fmt.Fprintln(os.Stderr, "connection-rate bench server:", err)
 			os.Exit(1)
 		}

@@ -105,6 +105,22 @@ func serviceState(gen uint64) *proxy.State {
 	})
 }
 
+// newSwitcher starts a Switcher in mode with switchOptions; the test's
+// cleanup removes every mode's rules it left.
+func newSwitcher(t *testing.T, mode string) *modes.Switcher {
+	t.Helper()
+	sw, err := modes.NewSwitcher(mode, switchOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sw.Cleanup(context.Background()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return sw
+}
+
 func switchOptions() modes.Options {
 	return modes.Options{
 		NodeName:     labNode,
@@ -398,15 +414,7 @@ func TestSwitchKeepsConnections(t *testing.T) {
 	ctx := context.Background()
 	addr := fmt.Sprintf("%s:%d", vip, vipPort)
 
-	sw, err := modes.NewSwitcher(modes.NFTables, switchOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sw.Cleanup(context.Background()); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	sw := newSwitcher(t, modes.NFTables)
 	gen := uint64(1)
 	if err := sw.Sync(ctx, serviceState(gen)); err != nil {
 		t.Fatalf("first sync: %v", err)
@@ -599,15 +607,7 @@ func TestSwitchBackToDrainingUserspace(t *testing.T) {
 	sl := newSwitchLab(t)
 	ctx := context.Background()
 	addr := fmt.Sprintf("%s:%d", vip, vipPort)
-	sw, err := modes.NewSwitcher(modes.Userspace, switchOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sw.Cleanup(context.Background()); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	sw := newSwitcher(t, modes.Userspace)
 	gen := uint64(1)
 	sync := func(mode string) {
 		t.Helper()
@@ -670,15 +670,7 @@ func TestSwitchToUserspaceKeepsStreamOnSharedPort(t *testing.T) {
 	sl := newSwitchLab(t)
 	ctx := context.Background()
 	addr := fmt.Sprintf("%s:%d", vip, vipPort)
-	sw, err := modes.NewSwitcher(modes.NFTables, switchOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sw.Cleanup(context.Background()); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	sw := newSwitcher(t, modes.NFTables)
 	if err := sw.Sync(ctx, serviceState(1)); err != nil {
 		t.Fatalf("first sync: %v", err)
 	}
